@@ -1,0 +1,1 @@
+"""Twilio interpreter bridge: two phone legs, interpreted both ways in real time."""

@@ -1,0 +1,183 @@
+"""Settings: read once from the environment in the app factory, frozen, and injected.
+
+Nothing here runs at import time. A missing or invalid value raises :class:`ConfigError` whose
+message is one line naming the variable and what is wrong; the entry points print that line
+and exit instead of showing a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+from bridge.prompts import prompt_languages
+
+# gpt-realtime-translate outputs speech in these languages only (OpenAI's translation guide).
+OPENAI_OUTPUT_LANGUAGES = frozenset(
+    {"es", "pt", "fr", "ja", "ru", "zh", "de", "ko", "hi", "id", "vi", "it", "en"}
+)
+ENGINES = ("openai", "relay")
+_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+# Twilio can also dial SIP URIs and Twilio Client identities.
+_DIALABLE = re.compile(r"^(\+[1-9]\d{6,14}|sip:[^\s]+|client:[A-Za-z0-9_.-]+)$")
+_ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; ``str()`` is one line fit for an operator."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the bridge is configured with. Immutable; build with :meth:`from_env`."""
+
+    public_base_url: str
+    twilio_account_sid: str
+    twilio_auth_token: str
+    agent_number: str
+    port: int = 8000
+    twilio_api_base_url: str = "https://api.twilio.com"
+    caller_language: str = "es"
+    agent_language: str = "en"
+    engine: str = "openai"
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    translation_model: str = "gpt-realtime-translate"
+    transcription_model: str | None = "gpt-realtime-whisper"
+    agent_caller_id: str | None = None
+    agent_dial_timeout_s: int = 30
+    log_level: str = "INFO"
+
+    @property
+    def public_host(self) -> str:
+        return urlsplit(self.public_base_url).netloc
+
+    def stream_url(self, path: str) -> str:
+        """The ``ws(s)://`` URL Twilio connects a Media Stream to (``wss`` behind https)."""
+        scheme = "wss" if self.public_base_url.startswith("https:") else "ws"
+        return f"{scheme}://{self.public_host}{path}"
+
+    def public_url(self, path: str) -> str:
+        return f"{self.public_base_url}{path}"
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
+    ) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``) over an optional .env file.
+
+        Real environment variables win over the file, so a deployment can override it.
+        """
+        env: dict[str, str] = {}
+        if env_file is not None and Path(env_file).is_file():
+            env.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+        env.update(os.environ if environ is None else environ)
+        return _parse(env)
+
+
+def _get(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _required(env: Mapping[str, str], name: str, hint: str) -> str:
+    value = _get(env, name)
+    if value is None:
+        raise ConfigError(f"{name}: required but not set ({hint})")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}: {value} is outside {low}..{high}")
+    return value
+
+
+def _base_url(name: str, raw: str, *, origin_only: bool) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{name}: {raw!r} is not an http(s) URL")
+    if parts.query or parts.fragment or (origin_only and parts.path not in ("", "/")):
+        raise ConfigError(f"{name}: {raw!r} must be an origin like https://host[:port], no path")
+    return raw.rstrip("/")
+
+
+def _parse(env: Mapping[str, str]) -> Settings:
+    public = _base_url(
+        "PUBLIC_BASE_URL",
+        _required(env, "PUBLIC_BASE_URL", "the https origin Twilio reaches, e.g. https://x.io"),
+        origin_only=True,
+    )
+    sid = _required(env, "TWILIO_ACCOUNT_SID", "your Twilio account SID, AC...")
+    if not _ACCOUNT_SID.match(sid):
+        raise ConfigError("TWILIO_ACCOUNT_SID: must be AC followed by 32 hex digits")
+    token = _required(env, "TWILIO_AUTH_TOKEN", "the auth token that signs Twilio's requests")
+    agent = _required(env, "AGENT_NUMBER", "the E.164 number of the agent to dial, e.g. +1...")
+    if not _DIALABLE.match(agent):
+        raise ConfigError(f"AGENT_NUMBER: {agent!r} is not an E.164 number (+15551234567)")
+    caller_id = _get(env, "AGENT_CALLER_ID")
+    if caller_id is not None and not _E164.match(caller_id):
+        raise ConfigError(f"AGENT_CALLER_ID: {caller_id!r} is not an E.164 number")
+
+    engine = (_get(env, "ENGINE") or "openai").lower()
+    if engine not in ENGINES:
+        raise ConfigError(f"ENGINE: {engine!r} is not one of {', '.join(ENGINES)}")
+    api_key = _get(env, "OPENAI_API_KEY")
+    if engine == "openai" and api_key is None:
+        raise ConfigError("OPENAI_API_KEY: required with ENGINE=openai (or set ENGINE=relay)")
+    openai_base = _get(env, "OPENAI_BASE_URL")
+    if openai_base is not None:
+        openai_base = _base_url("OPENAI_BASE_URL", openai_base, origin_only=False)
+
+    languages: dict[str, str] = {}
+    for name, default in (("CALLER_LANGUAGE", "es"), ("AGENT_LANGUAGE", "en")):
+        code = (_get(env, name) or default).lower()
+        if engine == "openai" and code not in OPENAI_OUTPUT_LANGUAGES:
+            allowed = " ".join(sorted(OPENAI_OUTPUT_LANGUAGES))
+            raise ConfigError(
+                f"{name}: {code!r} is not a language the translation model can speak ({allowed})"
+            )
+        if code not in prompt_languages():
+            raise ConfigError(f"{name}: {code!r} has no prompts in twiml/prompts.json")
+        languages[name] = code
+
+    transcription = _get(env, "TRANSCRIPTION_MODEL") or "gpt-realtime-whisper"
+    level = (_get(env, "LOG_LEVEL") or "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"LOG_LEVEL: {level!r} is not DEBUG, INFO, WARNING or ERROR")
+
+    return Settings(
+        public_base_url=public,
+        twilio_account_sid=sid,
+        twilio_auth_token=token,
+        agent_number=agent,
+        port=_int(env, "PORT", 8000, 1, 65535),
+        twilio_api_base_url=_base_url(
+            "TWILIO_API_BASE_URL",
+            _get(env, "TWILIO_API_BASE_URL") or "https://api.twilio.com",
+            origin_only=True,
+        ),
+        caller_language=languages["CALLER_LANGUAGE"],
+        agent_language=languages["AGENT_LANGUAGE"],
+        engine=engine,
+        openai_api_key=api_key,
+        openai_base_url=openai_base,
+        translation_model=_get(env, "TRANSLATION_MODEL") or "gpt-realtime-translate",
+        transcription_model=None if transcription.lower() == "off" else transcription,
+        agent_caller_id=caller_id,
+        agent_dial_timeout_s=_int(env, "AGENT_DIAL_TIMEOUT", 30, 5, 600),
+        log_level=level,
+    )

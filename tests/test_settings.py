@@ -1,0 +1,107 @@
+"""Settings: defaults, the public contract's names, and one clear line per bad value."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bridge.settings import ConfigError, Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+SID = "AC" + "0" * 32
+BASE = {
+    "PUBLIC_BASE_URL": "https://bridge.example.com",
+    "TWILIO_ACCOUNT_SID": SID,
+    "TWILIO_AUTH_TOKEN": "token",
+    "AGENT_NUMBER": "+15551230000",
+    "OPENAI_API_KEY": "sk-test",
+}
+
+
+def settings(**overrides: str) -> Settings:
+    env = {**BASE, **overrides}
+    return Settings.from_env({k: v for k, v in env.items() if v != "<unset>"}, env_file=None)
+
+
+def test_defaults() -> None:
+    s = settings()
+    assert (s.port, s.caller_language, s.agent_language, s.engine) == (8000, "es", "en", "openai")
+    assert s.twilio_api_base_url == "https://api.twilio.com"
+    assert s.translation_model == "gpt-realtime-translate"
+    assert s.agent_caller_id is None
+    assert s.stream_url("/media") == "wss://bridge.example.com/media"
+    assert s.public_url("/twilio/status") == "https://bridge.example.com/twilio/status"
+
+
+def test_plain_http_origin_gives_ws_stream_urls() -> None:
+    s = settings(PUBLIC_BASE_URL="http://127.0.0.1:8080/")
+    assert s.stream_url("/media") == "ws://127.0.0.1:8080/media"
+
+
+def test_relay_needs_no_openai_key() -> None:
+    s = settings(ENGINE="relay", OPENAI_API_KEY="<unset>")
+    assert s.engine == "relay" and s.openai_api_key is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "variable"),
+    [
+        ({"PUBLIC_BASE_URL": "<unset>"}, "PUBLIC_BASE_URL"),
+        ({"PUBLIC_BASE_URL": "bridge.example.com"}, "PUBLIC_BASE_URL"),
+        ({"PUBLIC_BASE_URL": "https://x.io/path"}, "PUBLIC_BASE_URL"),
+        ({"TWILIO_ACCOUNT_SID": "<unset>"}, "TWILIO_ACCOUNT_SID"),
+        ({"TWILIO_ACCOUNT_SID": "XY123"}, "TWILIO_ACCOUNT_SID"),
+        ({"TWILIO_AUTH_TOKEN": "<unset>"}, "TWILIO_AUTH_TOKEN"),
+        ({"AGENT_NUMBER": "<unset>"}, "AGENT_NUMBER"),
+        ({"AGENT_NUMBER": "555-1234"}, "AGENT_NUMBER"),
+        ({"AGENT_CALLER_ID": "nope"}, "AGENT_CALLER_ID"),
+        ({"ENGINE": "babelfish"}, "ENGINE"),
+        ({"OPENAI_API_KEY": "<unset>"}, "OPENAI_API_KEY"),
+        ({"CALLER_LANGUAGE": "tr"}, "CALLER_LANGUAGE"),
+        ({"AGENT_LANGUAGE": "xx"}, "AGENT_LANGUAGE"),
+        ({"PORT": "eighty"}, "PORT"),
+        ({"PORT": "70000"}, "PORT"),
+        ({"TWILIO_API_BASE_URL": "ftp://x"}, "TWILIO_API_BASE_URL"),
+        ({"OPENAI_BASE_URL": "not a url"}, "OPENAI_BASE_URL"),
+    ],
+)
+def test_bad_settings_name_the_variable(overrides: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        settings(**overrides)
+    message = str(info.value)
+    assert message.startswith(f"{variable}: ")
+    assert "\n" not in message
+
+
+def test_language_the_model_cannot_speak_is_explained() -> None:
+    with pytest.raises(ConfigError, match="translation model can speak"):
+        settings(CALLER_LANGUAGE="tr")
+
+
+def test_env_file_is_read_and_environment_wins(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("AGENT_LANGUAGE=fr\nCALLER_LANGUAGE=de\n")
+    s = Settings.from_env({**BASE, "CALLER_LANGUAGE": "it"}, env_file=env_file)
+    assert (s.agent_language, s.caller_language) == ("fr", "it")
+
+
+def test_settings_are_immutable() -> None:
+    s = settings()
+    with pytest.raises(AttributeError):
+        s.port = 1  # type: ignore[misc]
+
+
+def test_gunicorn_refuses_bad_settings_with_one_line() -> None:
+    """The Procfile's server prints one line naming the variable, no traceback, exit 2."""
+    env = {"PATH": str(Path(sys.executable).parent), "HOME": "/tmp", **BASE, "ENGINE": "nope"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py",
+         "bridge.app:create_app()"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "configuration error: ENGINE: 'nope' is not one of openai, relay"
+    assert "Traceback" not in proc.stderr + proc.stdout
