@@ -42,6 +42,9 @@ accesslog = "-"
 # Twilio webhooks and upgrades are small; bound request lines and headers.
 limit_request_line = 8190
 limit_request_fields = 100
+# gunicorn 27's control socket is one fixed path per user; the bridge does not use it, and two
+# instances on one host (tests, rolling restarts) would fight over it.
+control_socket_disable = True
 
 
 def worker_exit(server: object, worker: object) -> None:

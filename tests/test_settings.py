@@ -98,9 +98,20 @@ def test_gunicorn_refuses_bad_settings_with_one_line() -> None:
     """The Procfile's server prints one line naming the variable, no traceback, exit 2."""
     env = {"PATH": str(Path(sys.executable).parent), "HOME": "/tmp", **BASE, "ENGINE": "nope"}
     proc = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py",
-         "bridge.app:create_app()"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "config/gunicorn.conf.py",
+            "bridge.app:create_app()",
+        ],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "configuration error: ENGINE: 'nope' is not one of openai, relay"

@@ -39,17 +39,26 @@ START = {
 
 
 def media_json(payload: bytes, **extra: object) -> str:
-    return json.dumps({
-        "event": "media", "sequenceNumber": "3", "streamSid": "MZ1",
-        "media": {"track": "inbound", "chunk": "2", "timestamp": "40",
-                  "payload": base64.b64encode(payload).decode()},
-        **extra,
-    })
+    return json.dumps(
+        {
+            "event": "media",
+            "sequenceNumber": "3",
+            "streamSid": "MZ1",
+            "media": {
+                "track": "inbound",
+                "chunk": "2",
+                "timestamp": "40",
+                "payload": base64.b64encode(payload).decode(),
+            },
+            **extra,
+        }
+    )
 
 
 def test_parses_twilio_messages() -> None:
-    assert parse_message('{"event":"connected","protocol":"Call","version":"1.0.0"}') == \
-        Connected("Call", "1.0.0")
+    assert parse_message('{"event":"connected","protocol":"Call","version":"1.0.0"}') == Connected(
+        "Call", "1.0.0"
+    )
     start = parse_message(json.dumps(START))
     assert isinstance(start, Start)
     assert start.call_sid == "CA" + "3" * 32
@@ -57,13 +66,15 @@ def test_parses_twilio_messages() -> None:
     assert (start.encoding, start.sample_rate_hz, start.channels) == ("audio/x-mulaw", 8000, 1)
     media = parse_message(media_json(b"\xff" * 160))
     assert media == Media("MZ1", "inbound", 40, b"\xff" * 160)
-    assert parse_message('{"event":"mark","streamSid":"MZ1","mark":{"name":"c7"}}') == \
-        Mark("MZ1", "c7")
+    assert parse_message('{"event":"mark","streamSid":"MZ1","mark":{"name":"c7"}}') == Mark(
+        "MZ1", "c7"
+    )
     assert parse_message(
         '{"event":"stop","streamSid":"MZ1","stop":{"accountSid":"AC1","callSid":"CA1"}}'
     ) == Stop("MZ1", "CA1")
-    assert parse_message('{"event":"dtmf","streamSid":"MZ1","dtmf":{"track":"inbound_track",'
-                         '"digit":"5"}}') == Dtmf("MZ1", "5")
+    assert parse_message(
+        '{"event":"dtmf","streamSid":"MZ1","dtmf":{"track":"inbound_track","digit":"5"}}'
+    ) == Dtmf("MZ1", "5")
     assert parse_message('{"event":"brand-new"}') == Unknown("brand-new")
 
 
@@ -95,15 +106,22 @@ def test_refuses_oversized_media_payload_before_decoding() -> None:
 
 def test_serialises_commands_as_twilio_documents_them() -> None:
     media = json.loads(media_message("MZ9", b"\x01\x02"))
-    assert media == {"event": "media", "streamSid": "MZ9",
-                     "media": {"payload": base64.b64encode(b"\x01\x02").decode()}}
+    assert media == {
+        "event": "media",
+        "streamSid": "MZ9",
+        "media": {"payload": base64.b64encode(b"\x01\x02").decode()},
+    }
     assert json.loads(mark_message("MZ9", "a1")) == {
-        "event": "mark", "streamSid": "MZ9", "mark": {"name": "a1"}}
+        "event": "mark",
+        "streamSid": "MZ9",
+        "mark": {"name": "a1"},
+    }
     assert json.loads(clear_message("MZ9")) == {"event": "clear", "streamSid": "MZ9"}
 
 
 def test_round_trip_media_payload() -> None:
     payload = bytes(range(256))[:160]
-    parsed = parse_message(media_message("MZ9", payload).replace('"media":{',
-                                                                 '"media":{"track":"inbound",'))
+    parsed = parse_message(
+        media_message("MZ9", payload).replace('"media":{', '"media":{"track":"inbound",')
+    )
     assert isinstance(parsed, Media) and parsed.payload == payload

@@ -1,0 +1,76 @@
+"""The Flask app factory. gunicorn runs ``bridge.app:create_app()`` (see Procfile)."""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import Any
+
+from flask import Flask
+from flask_sock import Sock
+
+from bridge.control import MEDIA_PATH, CallControl
+from bridge.engine import Engine
+from bridge.logs import configure_logging
+from bridge.media_stream import MediaStreamHandler
+from bridge.metrics import Metrics
+from bridge.relay_engine import RelayEngine
+from bridge.settings import Settings
+from bridge.signatures import SignatureChecker
+from bridge.twilio_media import MAX_MESSAGE_BYTES
+from bridge.twilio_rest import TwilioRest
+from bridge.webhooks import bp, check_signatures
+
+log = logging.getLogger(__name__)
+_controls: weakref.WeakSet[CallControl] = weakref.WeakSet()
+
+
+def build_engine(settings: Settings) -> Engine:
+    if settings.engine == "relay":
+        return RelayEngine()
+    from bridge.openai_engine import OpenAIEngine
+
+    return OpenAIEngine(settings)
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the bridge. Settings come from the environment unless given (tests)."""
+    settings = settings if settings is not None else Settings.from_env()
+    configure_logging(settings.log_level)
+    metrics = Metrics()
+    control = CallControl(settings, TwilioRest(settings), build_engine(settings), metrics)
+    _controls.add(control)
+
+    app = Flask(__name__)
+    app.config["SOCK_SERVER_OPTIONS"] = {
+        # Twilio's frames are small; a bound keeps a rogue peer from making us buffer megabytes.
+        "max_message_size": MAX_MESSAGE_BYTES,
+        "ping_interval": 20,
+    }
+    app.extensions["bridge.settings"] = settings
+    app.extensions["bridge.control"] = control
+    app.extensions["bridge.metrics"] = metrics
+    app.extensions["bridge.signatures"] = SignatureChecker(settings)
+    app.before_request(check_signatures)
+    app.register_blueprint(bp)
+
+    sock = Sock(app)
+
+    @sock.route(MEDIA_PATH)  # type: ignore[untyped-decorator]
+    def media(ws: Any) -> None:
+        MediaStreamHandler(ws, control, metrics).run()
+
+    log.info(
+        "bridge ready: engine=%s public=%s languages caller=%s agent=%s",
+        settings.engine,
+        settings.public_base_url,
+        settings.caller_language,
+        settings.agent_language,
+    )
+    return app
+
+
+def shutdown_all(timeout: float) -> None:
+    """End every live call of every app in this process (gunicorn's worker_exit hook)."""
+    for control in list(_controls):
+        control.shutdown(timeout)

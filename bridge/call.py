@@ -1,0 +1,125 @@
+"""One interpreted call: two legs, two translation sessions, its transcript and its end.
+
+State changes happen under the call's lock; nothing slow (network) runs while it is held.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+from bridge.audio import Pcm16
+from bridge.engine import Direction, TextKind, TranslationSession
+from bridge.leg import CallLeg, Role
+from bridge.logs import call_logger, log_transcript
+from bridge.metrics import Metrics
+
+EndReason = Literal[
+    "caller_hung_up",
+    "agent_hung_up",
+    "agent_busy",
+    "agent_no_answer",
+    "agent_failed",
+    "agent_canceled",
+    "dial_failed",
+    "engine_unavailable",
+    "engine_failed",
+    "stream_rejected",
+    "shutdown",
+]
+# A long call produces many small fragments; keep the newest (persistence is a later issue).
+MAX_TRANSCRIPT_FRAGMENTS = 50_000
+DIRECTION_OF_SPEAKER: dict[Role, Direction] = {
+    "caller": "caller_to_agent",
+    "agent": "agent_to_caller",
+}
+LISTENER_OF: dict[Direction, Role] = {"caller_to_agent": "agent", "agent_to_caller": "caller"}
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptFragment:
+    direction: Direction
+    kind: TextKind
+    text: str
+    offset_ms: int
+
+
+class Call:
+    """A caller's call and the agent leg the bridge dialled for it."""
+
+    def __init__(
+        self,
+        *,
+        caller_sid: str,
+        caller_number: str,
+        dialled_number: str,
+        caller_language: str,
+        agent_language: str,
+        metrics: Metrics,
+    ) -> None:
+        self.sid = caller_sid
+        self.caller_number = caller_number
+        self.dialled_number = dialled_number
+        self.caller_language = caller_language
+        self.agent_language = agent_language
+        self.log = call_logger(__name__, caller_sid, "call")
+        self.lock = threading.Lock()
+        self.started_at = time.monotonic()
+        self.legs: dict[Role, CallLeg] = {
+            "caller": CallLeg(caller_sid, "caller", metrics),
+            "agent": CallLeg(caller_sid, "agent", metrics),
+        }
+        self.sessions: dict[Direction, TranslationSession] = {}
+        self.agent_sid: str | None = None
+        self.agent_sid_known = threading.Event()
+        self.agent_status = "dialling"
+        self.agent_answered = False
+        self.caller_live = True
+        self.agent_live = False
+        self.ended = threading.Event()
+        self.end_reason: EndReason | None = None
+        self.transcript: deque[TranscriptFragment] = deque(maxlen=MAX_TRANSCRIPT_FRAGMENTS)
+
+    def role_of(self, call_sid: str) -> Role | None:
+        if call_sid == self.sid:
+            return "caller"
+        if self.agent_sid is not None and call_sid == self.agent_sid:
+            return "agent"
+        return None
+
+    def set_agent_sid(self, agent_sid: str) -> bool:
+        """Record the dialled leg's CallSid; False if the call had already ended."""
+        with self.lock:
+            self.agent_sid = agent_sid
+            self.agent_live = not self.ended.is_set()
+            self.agent_sid_known.set()
+            return self.agent_live
+
+    def mark_ended(self, reason: EndReason) -> bool:
+        """Claim the teardown: True exactly once per call."""
+        with self.lock:
+            if self.ended.is_set():
+                return False
+            self.end_reason = reason
+            self.ended.set()
+            return True
+
+    def inbound(self, speaker: Role, audio: Pcm16) -> None:
+        """Audio a party spoke: into the session that translates it for the other party."""
+        session = self.sessions.get(DIRECTION_OF_SPEAKER[speaker])
+        if session is not None and not self.ended.is_set():
+            session.send_audio(audio)
+
+    def add_text(self, direction: Direction, kind: TextKind, text: str) -> None:
+        offset_ms = int(1000 * (time.monotonic() - self.started_at))
+        self.transcript.append(TranscriptFragment(direction, kind, text, offset_ms))
+        log_transcript(self.sid, direction, kind, text, offset_ms)
+
+    def transcript_text(self, direction: Direction, kind: TextKind) -> str:
+        """Fragments concatenated as-is (the engine's deltas carry their own spacing)."""
+        return "".join(
+            f.text for f in list(self.transcript) if f.direction == direction and f.kind == kind
+        )

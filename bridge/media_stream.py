@@ -1,0 +1,145 @@
+"""The Media Stream WebSocket handler: one instance per Twilio stream (one leg of a call).
+
+Runs in the gunicorn request thread that owns the socket, and only *reads* it. Once the
+`start` binds the stream to a leg, that leg's writer thread is the socket's only writer and
+closer. Malformed input is counted and logged once per socket, never per frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from bridge.audio import TWILIO_RATE_HZ, ulaw_to_pcm16
+from bridge.call import Call
+from bridge.control import CallControl, StreamRejected
+from bridge.leg import Role
+from bridge.metrics import Metrics
+from bridge.twilio_media import (
+    Connected,
+    Dtmf,
+    Mark,
+    Media,
+    MediaProtocolError,
+    Start,
+    Stop,
+    Unknown,
+    parse_message,
+)
+
+log = logging.getLogger(__name__)
+START_TIMEOUT_S = 10.0
+RECEIVE_POLL_S = 1.0
+POLICY_VIOLATION = 1008
+
+
+class MediaStreamHandler:
+    def __init__(self, ws: Any, control: CallControl, metrics: Metrics) -> None:
+        self._ws = ws
+        self._control = control
+        self._metrics = metrics
+        self._call: Call | None = None
+        self._role: Role | None = None
+        self._stream_sid: str | None = None
+        self._complaints: set[str] = set()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        try:
+            while True:
+                raw = self._ws.receive(timeout=RECEIVE_POLL_S)
+                if raw is None:
+                    if self._call is None and time.monotonic() > deadline:
+                        self._reject(f"no start within {START_TIMEOUT_S:.0f} s")
+                        return
+                    if self._call is not None and self._call.ended.is_set():
+                        return
+                    continue
+                if not self._handle(raw):
+                    return
+        except Exception as exc:  # thread boundary; ConnectionClosed lands here
+            if type(exc).__name__ != "ConnectionClosed":
+                log.exception("media stream handler failed")
+        finally:
+            self._finish()
+
+    def _handle(self, raw: str | bytes) -> bool:
+        """Handle one frame; False when the stream is over."""
+        try:
+            event = parse_message(raw)
+        except MediaProtocolError as exc:
+            self._complain("bad_message", str(exc))
+            return True
+        if isinstance(event, Media):
+            self._on_media(event)
+        elif isinstance(event, Start):
+            return self._on_start(event)
+        elif isinstance(event, Mark):
+            if self._call is not None and self._role is not None:
+                self._call.legs[self._role].on_mark(event.name)
+        elif isinstance(event, Stop):
+            return False
+        elif isinstance(event, Connected | Dtmf):
+            pass
+        elif isinstance(event, Unknown):
+            self._complain("unknown_event", f"unknown event {event.event!r}")
+        return True
+
+    def _on_start(self, start: Start) -> bool:
+        if self._call is not None:
+            self._complain("duplicate_start", "second start on one stream")
+            return True
+        if (
+            start.encoding != "audio/x-mulaw"
+            or start.sample_rate_hz != TWILIO_RATE_HZ
+            or start.channels != 1
+        ):
+            self._reject(f"unsupported media format {start.encoding}/{start.sample_rate_hz}")
+            return False
+        try:
+            call, role = self._control.bind_stream(start)
+        except StreamRejected as exc:
+            self._reject(str(exc))
+            return False
+        leg = call.legs[role]  # type: ignore[index]
+        if not leg.attach(self._ws, start.stream_sid):
+            self._reject(f"the {role} leg already has a stream")
+            return False
+        self._call, self._role, self._stream_sid = call, role, start.stream_sid  # type: ignore[assignment]
+        call.log.info("%s stream %s started", role, start.stream_sid)
+        return True
+
+    def _on_media(self, media: Media) -> None:
+        if self._call is None or self._role is None:
+            self._complain("media_before_start", "media before start")
+            return
+        if media.stream_sid != self._stream_sid:
+            self._complain("wrong_stream", "media for another streamSid")
+            return
+        if media.payload:
+            self._call.inbound(self._role, ulaw_to_pcm16(media.payload))
+
+    def _complain(self, kind: str, detail: str) -> None:
+        self._metrics.bad_messages.labels(kind).inc()
+        if kind not in self._complaints:
+            self._complaints.add(kind)
+            sid = self._call.sid if self._call is not None else "?"
+            log.warning("call=%s media stream: %s (further ones counted, not logged)", sid, detail)
+
+    def _reject(self, why: str) -> None:
+        self._metrics.bad_messages.labels("rejected_stream").inc()
+        log.warning("media stream refused: %s", why)
+        try:
+            self._ws.close(reason=POLICY_VIOLATION, message="not a stream of this bridge")
+        except Exception:  # the peer may already be gone
+            log.debug("closing refused stream raised", exc_info=True)
+
+    def _finish(self) -> None:
+        call, role = self._call, self._role
+        if call is None or role is None:
+            return
+        if not call.ended.is_set():
+            call.log.info("%s stream ended", role)
+        self._control.on_stream_ended(call, role)
+        call.legs[role].close()
