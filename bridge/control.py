@@ -117,7 +117,7 @@ class CallControl:
                 self._engine.name,
             )
             threading.Thread(
-                target=self._setup, args=(call,), name=f"setup-{caller_sid[-6:]}", daemon=True
+                target=self._setup, args=(call,), name=f"call-setup:{caller_sid[-6:]}", daemon=True
             ).start()
         return connect_stream(
             s.stream_url(MEDIA_PATH), caller_sid, "caller", prompt("connecting", s.caller_language)
@@ -232,7 +232,7 @@ class CallControl:
         thread = threading.Thread(
             target=self._teardown,
             args=(call, notice),
-            name=f"teardown-{call.sid[-6:]}",
+            name=f"call-teardown:{call.sid[-6:]}",
             daemon=True,
         )
         with self._lock:

@@ -66,7 +66,7 @@ class CallLeg:
             self._ws = ws
             self._stream_sid = stream_sid
             self._writer = threading.Thread(
-                target=self._run_writer, name=f"leg-w-{self._tag}", daemon=True
+                target=self._run_writer, name=f"leg-writer:{self._tag}", daemon=True
             )
             self._writer.start()
         return True

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import threading
+from collections import Counter as Tally
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
@@ -11,6 +18,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        r.register(ThreadCollector())
         self.calls_started = Counter(
             "bridge_calls_started", "Calls answered by the bridge", registry=r
         )
@@ -40,3 +48,27 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+
+
+_NUMBERED = re.compile(r"[-_]?\d+(_\d+)?$")
+
+
+def thread_kind(name: str) -> str:
+    """Group a thread name: ours are ``kind:call``; library threads ``Thread-N (target)``."""
+    if ":" in name:
+        return name.split(":", 1)[0]
+    if name.endswith(")") and "(" in name:
+        return name[name.rindex("(") + 1 : -1]
+    return _NUMBERED.sub("", name) or name
+
+
+class ThreadCollector(Collector):
+    """``bridge_threads{kind}``: live threads by kind, so a leak shows as a kind that grows."""
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily("bridge_threads", "Live threads by kind", labels=["kind"])
+        for kind, count in sorted(
+            Tally(thread_kind(t.name) for t in threading.enumerate()).items()
+        ):
+            family.add_metric([kind], count)
+        yield family

@@ -98,7 +98,9 @@ class OpenAITranslationSession:
         self._dropped_ms = 0
         self._sessions_created = 0
         tag = f"{spec.call_sid[-6:]}-{'c2a' if spec.direction == 'caller_to_agent' else 'a2c'}"
-        self._writer = threading.Thread(target=self._run_writer, name=f"oai-w-{tag}", daemon=True)
+        self._writer = threading.Thread(
+            target=self._run_writer, name=f"engine-writer:{tag}", daemon=True
+        )
         self._reader: threading.Thread | None = None
         self._tag = tag
         self._handlers: dict[str, Callable[[Any], None]] = {
@@ -159,7 +161,10 @@ class OpenAITranslationSession:
         try:
             self._send_config(conn)
             self._reader = threading.Thread(
-                target=self._run_reader, args=(conn,), name=f"oai-r-{self._tag}", daemon=True
+                target=self._run_reader,
+                args=(conn,),
+                name=f"engine-reader:{self._tag}",
+                daemon=True,
             )
             self._reader.start()
             self._pump(conn)

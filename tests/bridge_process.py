@@ -1,0 +1,126 @@
+"""Run the real bridge the way production does: the Procfile's ``web:`` line under gunicorn."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+ACCOUNT_SID = "AC" + "5" * 32
+AUTH_TOKEN = "test-auth-token-7f3a"
+OPENAI_KEY = "sk-test-key-91c2"
+AGENT_NUMBER = "+15557654321"
+START_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def procfile_web_command() -> str:
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.startswith("web:"):
+            return line.removeprefix("web:").strip()
+    raise AssertionError("Procfile has no web: line")
+
+
+class BridgeProcess:
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def worker_pid(self) -> int:
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        pids = [int(p) for p in children.split()]
+        assert len(pids) == 1, f"expected one gunicorn worker, found {pids}"
+        return pids[0]
+
+    def worker_threads(self) -> int:
+        for line in Path(f"/proc/{self.worker_pid()}/status").read_text().splitlines():
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+        raise AssertionError("no Threads: line")
+
+    def threads_by_kind(self) -> dict[str, int]:
+        """``bridge_threads{kind}`` from /metrics, leaving out gunicorn's request-thread pool
+        (its idle threads stay for the next request by design)."""
+        counts: dict[str, int] = {}
+        for line in requests.get(f"{self.url}/metrics", timeout=5).text.splitlines():
+            if line.startswith('bridge_threads{kind="'):
+                kind = line.split('"')[1]
+                if kind != "ThreadPoolExecutor":
+                    counts[kind] = int(float(line.split()[-1]))
+        return counts
+
+    def metric(self, name: str, labels: str = "") -> float:
+        """A sample from /metrics, e.g. ``metric("bridge_calls_ended_total", 'reason="x"')``."""
+        text = requests.get(f"{self.url}/metrics", timeout=5).text
+        wanted = f"{name}{{{labels}}}" if labels else name
+        for line in text.splitlines():
+            if line.startswith(wanted + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+
+@contextmanager
+def run_bridge(port: int, env: Mapping[str, str], log_dir: Path) -> Iterator[BridgeProcess]:
+    """Start gunicorn with the Procfile's command; stop it (SIGTERM, then SIGKILL) afterwards."""
+    full_env = {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "PORT": str(port),
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "AGENT_NUMBER": AGENT_NUMBER,
+        "BRIDGE_THREADS": "64",
+        **env,
+    }
+    log_path = log_dir / f"bridge-{port}.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            ["sh", "-c", f"exec {procfile_web_command()}"],
+            cwd=ROOT,
+            env=full_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    bridge = BridgeProcess(proc, port, log_path)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"bridge exited at start:\n{bridge.log()}")
+            try:
+                if requests.get(f"{bridge.url}/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"bridge did not become healthy:\n{bridge.log()}")
+            time.sleep(0.1)
+        yield bridge
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=25)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)

@@ -1,0 +1,374 @@
+"""Twilio's side of one bidirectional Media Stream (``<Connect><Stream>``), as a WebSocket client.
+
+Concurrency: one writer thread owns every send (``connected``, ``start``, a ``media`` frame every
+20 ms anchored to the start time, mark echoes, ``stop``); one reader thread parses what the bridge
+sends, records it, and feeds the simulated playout buffer. They share state under one lock and
+the writer sleeps on a condition, so a mark or ``clear`` wakes it at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import math
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+from twilio.request_validator import RequestValidator  # type: ignore[import-untyped, unused-ignore]
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from tests.fakes.audio import (
+    TWILIO_FRAME_BYTES,
+    pcm16_to_ulaw,
+    ulaw_silence,
+    ulaw_to_pcm16,
+)
+from tests.fakes.playout import PlayoutBuffer
+
+logger = logging.getLogger(__name__)
+
+FRAME_S = 0.020
+_POLL_S = 0.1
+_JOIN_TIMEOUT_S = 5.0
+_ALLOWED_KEYS = {
+    "media": {"event", "streamSid", "media"},
+    "mark": {"event", "streamSid", "mark"},
+    "clear": {"event", "streamSid"},
+}
+
+# (frame index, the leg's own 20 ms of speech, the 20 ms it hears) -> the μ-law frame to send.
+InboundFilter = Callable[[int, bytes, bytes], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class HeardFrame:
+    """One ``media`` message from the bridge: decoded μ-law bytes and monotonic arrival time."""
+
+    time: float
+    data: bytes
+
+
+def new_sid(prefix: str) -> str:
+    """A Twilio SID: two-letter prefix plus 32 hex digits."""
+    return prefix + secrets.token_hex(16)
+
+
+def sign(auth_token: str, url: str, params: Mapping[str, str]) -> str:
+    """``X-Twilio-Signature`` for a request to ``url`` with form ``params``."""
+    return str(RequestValidator(auth_token).compute_signature(url, dict(params)))
+
+
+def echo_mixer(gain: float) -> InboundFilter:
+    """An inbound filter that adds what the leg hears, scaled by ``gain``, to its own speech."""
+
+    def mix(_index: int, own: bytes, heard: bytes) -> bytes:
+        mixed = ulaw_to_pcm16(own).astype(np.int32) + gain * ulaw_to_pcm16(heard).astype(np.int32)
+        return pcm16_to_ulaw(np.clip(mixed, -32768, 32767).astype(np.int16))
+
+    return mix
+
+
+class MediaStreamClient:
+    """Play one call leg's Media Stream against the bridge.
+
+    Recorded: ``heard_frames``, ``marks_received`` / ``marks_sent_back`` / ``clears`` (with
+    monotonic times), ``violations`` (protocol errors Twilio would flag), ``handshake_error``.
+    ``end_reason`` is ``"server_closed"`` when the bridge closed the socket, else the reason given
+    to :meth:`stop` (``"hangup"``, ``"completed"``, ``"redirect"``, ``"shutdown"``…).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        auth_token: str,
+        account_sid: str,
+        call_sid: str,
+        parameters: Mapping[str, str],
+        audio: bytes = b"",
+        inbound_filter: InboundFilter | None = None,
+        echo_delay_s: float = 0.0,
+        label: str = "",
+    ) -> None:
+        parts = urlsplit(url)
+        # Twilio drops a query string from the stream URL; data must travel as <Parameter>s.
+        self.url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+        self.dropped_query = parts.query
+        self.auth_token = auth_token
+        self.account_sid = account_sid
+        self.call_sid = call_sid
+        self.parameters = dict(parameters)
+        self.audio = audio
+        self.inbound_filter = inbound_filter
+        self.echo_delay_s = echo_delay_s
+        self.label = label
+        self.stream_sid = new_sid("MZ")
+        self.started_at: float | None = None
+        self.handshake_error: str | None = None
+        self.end_reason: str | None = None
+        self.violations: list[str] = []
+        self.heard_frames: list[HeardFrame] = []
+        self.marks_received: list[tuple[str, float]] = []
+        self.marks_sent_back: list[tuple[str, float]] = []
+        self.clears: list[float] = []
+        self.media_sent = 0
+        self.closed = threading.Event()
+        self.closed_by_server = threading.Event()
+        self.playout = PlayoutBuffer()
+        self._ws: ClientConnection | None = None
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
+        self._stop_reason: str | None = None
+        self._threads: list[threading.Thread] = []
+
+    # -- public control ----------------------------------------------------------------------
+    def open(self, timeout: float = 5.0) -> bool:
+        """Connect (signed) and start streaming; False (with ``handshake_error``) if refused."""
+        headers = {"X-Twilio-Signature": sign(self.auth_token, self.url, {})}
+        try:
+            self._ws = connect(
+                self.url,
+                additional_headers=headers,
+                open_timeout=timeout,
+                close_timeout=2,
+                ping_interval=None,
+                compression=None,
+                proxy=None,
+            )
+        except InvalidStatus as exc:
+            self.handshake_error = f"HTTP {exc.response.status_code}"
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
+            self.handshake_error = f"{type(exc).__name__}: {exc}"
+        if self._ws is None:
+            self.end_reason = "handshake_failed"
+            self.closed.set()
+            return False
+        for target, name in ((self._write_loop, "writer"), (self._read_loop, "reader")):
+            thread = threading.Thread(
+                target=target, name=f"fake-twilio-{self.label}-{name}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+        return True
+
+    def stop(self, reason: str) -> None:
+        """Twilio ends the stream: send ``stop`` and close the socket. Idempotent."""
+        with self._wakeup:
+            if self._stop_reason is None and self.end_reason is None:
+                self._stop_reason = reason
+            self._wakeup.notify_all()
+
+    def join(self, timeout: float = _JOIN_TIMEOUT_S) -> None:
+        """Wait for both threads to end."""
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def heard_ulaw(self) -> bytes:
+        """Every μ-law byte received from the bridge, in order."""
+        return b"".join(frame.data for frame in list(self.heard_frames))
+
+    def played_ulaw(self) -> bytes:
+        """What the listener has heard by now (received audio minus what ``clear`` dropped)."""
+        with self._lock:
+            return self.playout.played(time.monotonic())
+
+    def frame_sizes(self) -> list[int]:
+        """Byte length of each received ``media`` payload."""
+        return [len(frame.data) for frame in list(self.heard_frames)]
+
+    # -- writer ------------------------------------------------------------------------------
+    def _send(self, message: dict[str, Any]) -> None:
+        assert self._ws is not None
+        self._ws.send(json.dumps(message))
+
+    def _media(self, index: int, due: float, seq: int) -> dict[str, Any]:
+        own = self.audio[index * TWILIO_FRAME_BYTES : (index + 1) * TWILIO_FRAME_BYTES]
+        own += ulaw_silence(TWILIO_FRAME_BYTES - len(own))  # a phone line never goes quiet
+        if self.inbound_filter is not None:
+            with self._lock:
+                heard = self.playout.window(due - FRAME_S - self.echo_delay_s, TWILIO_FRAME_BYTES)
+            own = self.inbound_filter(index, own, heard)
+        return {
+            "event": "media",
+            "sequenceNumber": str(seq),
+            "streamSid": self.stream_sid,
+            "media": {
+                "track": "inbound",
+                "chunk": str(index + 1),
+                "timestamp": str(index * 20),
+                "payload": base64.b64encode(own).decode("ascii"),
+            },
+        }
+
+    def _next_step(self, media_due: float) -> tuple[str | None, list[str], bool]:
+        """Block until a mark or a media frame is due or a stop is asked for."""
+        with self._wakeup:
+            while True:
+                now = time.monotonic()
+                if self._stop_reason is not None or self.closed_by_server.is_set():
+                    return self._stop_reason, [], False
+                marks = self.playout.pop_due_marks(now)
+                if marks or now >= media_due:
+                    return None, marks, now >= media_due
+                next_due = min(media_due, self.playout.next_mark_due() or math.inf)
+                self._wakeup.wait(min(next_due - now, _POLL_S))
+
+    def _write_loop(self) -> None:
+        seq = 1
+        try:
+            self._send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+            self._send(
+                {
+                    "event": "start",
+                    "sequenceNumber": str(seq),
+                    "streamSid": self.stream_sid,
+                    "start": {
+                        "accountSid": self.account_sid,
+                        "streamSid": self.stream_sid,
+                        "callSid": self.call_sid,
+                        "tracks": ["inbound"],
+                        "customParameters": self.parameters,
+                        "mediaFormat": {
+                            "encoding": "audio/x-mulaw",
+                            "sampleRate": 8000,
+                            "channels": 1,
+                        },
+                    },
+                }
+            )
+            self.started_at = started = time.monotonic()
+            index = 0
+            while True:
+                due = started + index * FRAME_S  # anchored: no drift, catches up after a stall
+                stop_reason, marks, media_due = self._next_step(due)
+                if stop_reason is not None:
+                    seq += 1
+                    self._send(
+                        {
+                            "event": "stop",
+                            "sequenceNumber": str(seq),
+                            "streamSid": self.stream_sid,
+                            "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
+                        }
+                    )
+                    assert self._ws is not None
+                    self._ws.close()
+                    return
+                if self.closed_by_server.is_set():
+                    return
+                for name in marks:
+                    self._send(
+                        {
+                            "event": "mark",
+                            "sequenceNumber": str(seq := seq + 1),
+                            "streamSid": self.stream_sid,
+                            "mark": {"name": name},
+                        }
+                    )
+                    self.marks_sent_back.append((name, time.monotonic()))
+                if media_due:
+                    seq += 1
+                    self._send(self._media(index, due, seq))
+                    self.media_sent += 1
+                    index += 1
+        except ConnectionClosed:
+            pass  # the bridge closed the socket; the reader records it
+        except Exception:  # thread boundary: record, never kill the test run
+            logger.exception("media stream writer %s failed", self.label)
+            self.violations.append("internal: writer failed")
+
+    # -- reader ------------------------------------------------------------------------------
+    def _read_loop(self) -> None:
+        assert self._ws is not None
+        try:
+            while True:
+                try:
+                    message = self._ws.recv(timeout=_POLL_S)
+                except TimeoutError:
+                    continue  # the socket's close (ours or theirs) ends the loop below
+                self._on_message(message, time.monotonic())
+        except ConnectionClosed:
+            pass
+        except Exception:  # thread boundary
+            logger.exception("media stream reader %s failed", self.label)
+            self.violations.append("internal: reader failed")
+        finally:
+            with self._wakeup:
+                if self._stop_reason is None:
+                    self.end_reason = "server_closed"
+                    self.closed_by_server.set()
+                else:
+                    self.end_reason = self._stop_reason
+                self._wakeup.notify_all()
+            self.closed.set()
+
+    def _violation(self, text: str) -> None:
+        logger.info("stream %s violation: %s", self.label, text)
+        self.violations.append(text)
+
+    def _on_message(self, message: str | bytes, now: float) -> None:
+        if isinstance(message, bytes):
+            self._violation("31950: binary frame")
+            return
+        try:
+            data = json.loads(message)
+        except ValueError:
+            self._violation("31951: invalid JSON")
+            return
+        if not isinstance(data, dict) or not isinstance(data.get("event"), str):
+            self._violation("31951: message without an event")
+            return
+        event = data["event"]
+        if event not in _ALLOWED_KEYS:
+            self._violation(f"31951: unknown event {event!r}")
+            return
+        if data.get("streamSid") != self.stream_sid:
+            self._violation(f"31951: {event} with wrong streamSid {data.get('streamSid')!r}")
+            return
+        extra = set(data) - _ALLOWED_KEYS[event]
+        if extra:
+            self._violation(f"31951: {event} with unknown fields {sorted(extra)}")
+        if event == "media":
+            self._on_media(data.get("media"), now)
+        elif event == "mark":
+            mark = data.get("mark")
+            name = mark.get("name") if isinstance(mark, dict) else None
+            if not isinstance(name, str):
+                self._violation("31951: mark without a name")
+                return
+            self.marks_received.append((name, now))
+            with self._wakeup:
+                self.playout.add_mark(name, now)
+                self._wakeup.notify_all()
+        else:
+            self.clears.append(now)
+            with self._wakeup:
+                self.playout.clear(now)
+                self._wakeup.notify_all()
+
+    def _on_media(self, media: object, now: float) -> None:
+        payload = media.get("payload") if isinstance(media, dict) else None
+        if not isinstance(payload, str):
+            self._violation("31951: media without a payload")
+            return
+        if isinstance(media, dict) and set(media) - {"payload"}:
+            self._violation(f"31951: media with unknown fields {sorted(set(media) - {'payload'})}")
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            self._violation("31951: media payload is not base64")
+            return
+        self.heard_frames.append(HeardFrame(now, data))
+        with self._wakeup:
+            self.playout.enqueue(data, now)
+            self._wakeup.notify_all()
