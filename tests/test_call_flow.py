@@ -283,11 +283,17 @@ def test_interpreted_call_end_to_end(stack: Stack, record_property: object) -> N
 
 def test_agent_hang_up_ends_the_caller(stack: Stack) -> None:
     twilio, bridge = stack.twilio, stack.bridge
+    openai = stack.openai
+    assert openai is not None
+    before = len(openai.sessions)
     twilio.default_dial = DialBehaviour(audio=speech(AGENT_EN_8K_MULAW), hangup_after_s=2.0)
     caller = twilio.place_call(speech(CALLER_ES_8K_MULAW), from_=CALLER_NUMBER, to=BRIDGE_NUMBER)
     agent = agent_of(twilio, caller)
     assert agent.wait_ended(15)
     assert caller.wait_ended(10), "the caller's leg was not ended when the agent hung up"
+    sessions = openai.wait_for_sessions(before + 2, timeout=5)[before:]
+    for session in sessions:
+        assert session.ended.wait(10) and session.closed_by_client
     assert any(
         r.path.endswith(f"/Calls/{caller.sid}.json") and r.params.get("Status") == ["completed"]
         for r in twilio.rest_requests
