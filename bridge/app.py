@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 from typing import Any
 
@@ -25,12 +26,12 @@ log = logging.getLogger(__name__)
 _controls: weakref.WeakSet[CallControl] = weakref.WeakSet()
 
 
-def build_engine(settings: Settings) -> Engine:
+def build_engine(settings: Settings, metrics: Metrics) -> Engine:
     if settings.engine == "relay":
         return RelayEngine()
     from bridge.openai_engine import OpenAIEngine
 
-    return OpenAIEngine(settings)
+    return OpenAIEngine(settings, metrics)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -38,7 +39,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings if settings is not None else Settings.from_env()
     configure_logging(settings.log_level)
     metrics = Metrics()
-    control = CallControl(settings, TwilioRest(settings), build_engine(settings), metrics)
+    control = CallControl(settings, TwilioRest(settings), build_engine(settings, metrics), metrics)
     _controls.add(control)
 
     app = Flask(__name__)
@@ -70,7 +71,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     return app
 
 
-def shutdown_all(timeout: float) -> None:
-    """End every live call of every app in this process (gunicorn's worker_exit hook)."""
+def begin_shutdown() -> None:
+    """SIGTERM: stop taking calls; live calls get the grace period, then a notice."""
     for control in list(_controls):
-        control.shutdown(timeout)
+        control.begin_shutdown()
+
+
+def finish_shutdown(timeout: float) -> None:
+    """Wait (at most ``timeout``) until every call of every app in this process has ended."""
+    deadline = time.monotonic() + timeout
+    for control in list(_controls):
+        control.finish_shutdown(max(0.0, deadline - time.monotonic()))

@@ -27,7 +27,7 @@ EndReason = Literal[
     "dial_failed",
     "engine_unavailable",
     "engine_failed",
-    "stream_rejected",
+    "time_limit",
     "shutdown",
 ]
 # A long call produces many small fragments; keep the newest (persistence is a later issue).
@@ -81,6 +81,7 @@ class Call:
         self.agent_live = False
         self.ended = threading.Event()
         self.end_reason: EndReason | None = None
+        self.end_detail = ""  # the cause behind end_reason, for logs and (later) call records
         self.transcript: deque[TranscriptFragment] = deque(maxlen=MAX_TRANSCRIPT_FRAGMENTS)
 
     def role_of(self, call_sid: str) -> Role | None:
@@ -98,12 +99,13 @@ class Call:
             self.agent_sid_known.set()
             return self.agent_live
 
-    def mark_ended(self, reason: EndReason) -> bool:
+    def mark_ended(self, reason: EndReason, detail: str = "") -> bool:
         """Claim the teardown: True exactly once per call."""
         with self.lock:
             if self.ended.is_set():
                 return False
             self.end_reason = reason
+            self.end_detail = detail
             self.ended.set()
             return True
 

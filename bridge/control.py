@@ -1,9 +1,11 @@
-"""Call control: answering, dialling the agent, status callbacks, stream binding, teardown.
+"""Call control: admitting, dialling the agent, status callbacks, stream binding, limits, teardown.
 
 Every call's teardown runs once, in its own short-lived thread (it makes REST requests), and
 is total: both sessions closed, both legs' sockets closed, the other party's call ended
 through the REST API, every thread of the call joined. A fault in one call's thread is caught
-at that thread's boundary and ends that call only.
+at that thread's boundary and ends that call only. One watchdog thread per process enforces
+``MAX_CALL_SECONDS``; shutdown drains calls for ``SHUTDOWN_GRACE_SECONDS``, then ends the rest
+with a notice.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from bridge.audio import Pcm16
 from bridge.call import LISTENER_OF, Call, EndReason
 from bridge.engine import Direction, Engine, SessionSpec, TextKind
+from bridge.leg import Role
 from bridge.metrics import Metrics
 from bridge.prompts import PromptName, prompt
 from bridge.settings import Settings
@@ -28,7 +32,10 @@ STATUS_PATH = "/twilio/status"
 # The agent's stream can only start after Twilio answered our create request; if its `start`
 # races the REST response, wait this long for the CallSid before refusing the stream.
 AGENT_SID_WAIT_S = 5.0
-SESSION_JOIN_S = 5.0
+SESSION_JOIN_S = 8.0
+# The time-limit notice goes out this long before MAX_CALL_SECONDS, so it is heard in full.
+TIME_LIMIT_NOTICE_S = 10.0
+WATCHDOG_PERIOD_S = 0.5
 _AGENT_FAILURE: dict[str, EndReason] = {
     "busy": "agent_busy",
     "no-answer": "agent_no_answer",
@@ -39,6 +46,10 @@ _AGENT_FAILURE: dict[str, EndReason] = {
 
 class StreamRejected(Exception):
     """A Media Stream `start` that does not belong to a live call of ours."""
+
+
+class Draining(Exception):
+    """The process is shutting down and takes no new calls."""
 
 
 class _DirectionSink:
@@ -56,13 +67,13 @@ class _DirectionSink:
     def on_text(self, kind: TextKind, text: str) -> None:
         self._call.add_text(self._direction, kind, text)
 
-    def on_failed(self, reason: str) -> None:
+    def on_failed(self, reason: str, *, opened: bool) -> None:
         self._call.log.error("%s translation failed: %s", self._direction, reason)
-        opened = "could not open" in reason
         self._control.end(
             self._call,
-            "engine_unavailable" if opened else "engine_failed",
+            "engine_failed" if opened else "engine_unavailable",
             notice="interpreter_unavailable",
+            detail=reason,
         )
 
 
@@ -77,6 +88,9 @@ class CallControl:
         self._lock = threading.Lock()
         self._by_sid: dict[str, Call] = {}
         self._teardowns: list[threading.Thread] = []
+        self._draining = threading.Event()
+        self._watchdog: threading.Thread | None = None
+        self._drainer: threading.Thread | None = None
 
     # -- lookups ----------------------------------------------------------------------------
 
@@ -88,28 +102,51 @@ class CallControl:
         with self._lock:
             return list({id(c): c for c in self._by_sid.values()}.values())
 
+    @property
+    def draining(self) -> bool:
+        return self._draining.is_set()
+
     # -- the voice webhook ------------------------------------------------------------------
 
     def answer(self, caller_sid: str, caller_number: str, dialled_number: str) -> str:
-        """Register the call, start dialling and translating, return the caller's TwiML."""
+        """Admit the call (or decline it politely) and return the caller's TwiML.
+
+        Raises :class:`Draining` while the process shuts down, so Twilio's fallback URL (or
+        another instance) takes the call.
+        """
         s = self._settings
+        if self._draining.is_set():
+            raise Draining
+        if s.allowed_callers and caller_number not in s.allowed_callers:
+            log.info("call=%s declined: caller not on ALLOWED_CALLERS", caller_sid)
+            self._metrics.calls_refused.labels("not_allowed").inc()
+            return say_and_hang_up(prompt("not_allowed", s.caller_language))
         with self._lock:
             call = self._by_sid.get(caller_sid)
             is_new = call is None
             if call is None:
-                call = Call(
-                    caller_sid=caller_sid,
-                    caller_number=caller_number,
-                    dialled_number=dialled_number,
-                    caller_language=s.caller_language,
-                    agent_language=s.agent_language,
-                    metrics=self._metrics,
-                )
-                self._by_sid[caller_sid] = call
+                active = len({id(c) for c in self._by_sid.values()})
+                if active >= s.max_concurrent_calls:
+                    call = None
+                else:
+                    call = Call(
+                        caller_sid=caller_sid,
+                        caller_number=caller_number,
+                        dialled_number=dialled_number,
+                        caller_language=s.caller_language,
+                        agent_language=s.agent_language,
+                        metrics=self._metrics,
+                    )
+                    self._by_sid[caller_sid] = call
+        if call is None:
+            log.warning("call=%s declined: MAX_CONCURRENT_CALLS reached", caller_sid)
+            self._metrics.calls_refused.labels("all_busy").inc()
+            return say_and_hang_up(prompt("all_busy", s.caller_language))
         if is_new:
             # Twilio may retry a slow webhook; a retry gets the same TwiML and no second dial.
             self._metrics.calls_started.inc()
             self._metrics.active_calls.inc()
+            self._ensure_watchdog()
             call.log.info(
                 "answered; dialling the agent (languages %s/%s, engine %s)",
                 s.caller_language,
@@ -128,13 +165,14 @@ class CallControl:
         try:
             # Sessions open now, while the caller hears the greeting and the agent's phone
             # rings, so nobody's first words are lost to connection set-up.
-            for direction, language in (
+            directions: tuple[tuple[Direction, str], ...] = (
                 ("caller_to_agent", s.agent_language),
                 ("agent_to_caller", s.caller_language),
-            ):
-                spec = SessionSpec(call.sid, direction, language)  # type: ignore[arg-type]
-                session = self._engine.session(spec, _DirectionSink(self, call, spec.direction))
-                call.sessions[spec.direction] = session
+            )
+            for direction, language in directions:
+                spec = SessionSpec(call.sid, direction, language)
+                session = self._engine.session(spec, _DirectionSink(self, call, direction))
+                call.sessions[direction] = session
                 session.start()
             agent_twiml = connect_stream(
                 s.stream_url(MEDIA_PATH), call.sid, "agent", prompt("agent_intro", s.agent_language)
@@ -150,19 +188,17 @@ class CallControl:
             )
         except TwilioRestError as exc:
             call.log.error("could not dial the agent: %s", exc)
-            self.end(call, "dial_failed", notice="agent_unavailable")
+            self.end(call, "dial_failed", notice="agent_unavailable", detail=str(exc))
             return
-        except Exception:  # thread boundary: end this call, keep serving
+        except Exception as exc:  # thread boundary: end this call, keep serving
             call.log.exception("call set-up failed")
-            self.end(call, "dial_failed", notice="agent_unavailable")
+            self.end(call, "dial_failed", notice="agent_unavailable", detail=repr(exc))
             return
         with self._lock:
             self._by_sid[agent_sid] = call
         if not call.set_agent_sid(agent_sid):
             # The caller left while we were dialling: cancel the agent's ringing phone.
-            self._rest_quietly(
-                call, "cancel the agent", self._rest.hang_up, agent_sid, answered=False
-            )
+            self._quietly(call, "cancel the agent", lambda: self._rest.hang_up(agent_sid, False))
             return
         call.log.info("agent leg %s dialled", agent_sid)
 
@@ -194,7 +230,7 @@ class CallControl:
 
     # -- Media Streams ----------------------------------------------------------------------
 
-    def bind_stream(self, start: Start) -> tuple[Call, str]:
+    def bind_stream(self, start: Start) -> tuple[Call, Role]:
         """Match a stream's `start` to a live call; returns the call and the leg's role."""
         if start.account_sid != self._settings.twilio_account_sid:
             raise StreamRejected("start.accountSid is not this account")
@@ -213,7 +249,7 @@ class CallControl:
             raise StreamRejected("the call has ended")
         return call, role
 
-    def on_stream_ended(self, call: Call, role: str) -> None:
+    def on_stream_ended(self, call: Call, role: Role) -> None:
         """A leg's stream stopped or its socket closed: that party is gone."""
         with call.lock:
             if role == "caller":
@@ -222,16 +258,45 @@ class CallControl:
                 call.agent_live = False
         self.end(call, "caller_hung_up" if role == "caller" else "agent_hung_up")
 
+    # -- limits -----------------------------------------------------------------------------
+
+    def _ensure_watchdog(self) -> None:
+        with self._lock:
+            if self._watchdog is not None:
+                return
+            self._watchdog = threading.Thread(target=self._watch, name="watchdog", daemon=True)
+        self._watchdog.start()
+
+    def _watch(self) -> None:
+        limit = max(0.0, self._settings.max_call_s - TIME_LIMIT_NOTICE_S)
+        while not self._draining.wait(WATCHDOG_PERIOD_S):
+            now = time.monotonic()
+            for call in self.active_calls():
+                if now - call.started_at >= limit and not call.ended.is_set():
+                    self.end(call, "time_limit", notice="time_limit", notify_agent=True)
+
     # -- teardown ---------------------------------------------------------------------------
 
-    def end(self, call: Call, reason: EndReason, notice: PromptName | None = None) -> None:
-        """End the whole call once, whoever asks first; returns at once."""
-        if not call.mark_ended(reason):
+    def end(
+        self,
+        call: Call,
+        reason: EndReason,
+        notice: PromptName | None = None,
+        *,
+        notify_agent: bool = False,
+        detail: str = "",
+    ) -> None:
+        """End the whole call once, whoever asks first; returns at once.
+
+        ``notice`` is said to the caller (and to the agent with ``notify_agent``), each in
+        their own language, before their leg hangs up.
+        """
+        if not call.mark_ended(reason, detail):
             return
-        call.log.info("ending: %s", reason)
+        call.log.info("ending: %s%s", reason, f" ({detail})" if detail else "")
         thread = threading.Thread(
             target=self._teardown,
-            args=(call, notice),
+            args=(call, notice, notify_agent),
             name=f"call-teardown:{call.sid[-6:]}",
             daemon=True,
         )
@@ -240,28 +305,33 @@ class CallControl:
             self._teardowns.append(thread)
         thread.start()
 
-    def _teardown(self, call: Call, notice: PromptName | None) -> None:
+    def _teardown(self, call: Call, notice: PromptName | None, notify_agent: bool) -> None:
+        try:
+            self._end_everything(call, notice, notify_agent)
+        except Exception:  # thread boundary: never leave the registry holding a dead call
+            call.log.exception("teardown failed")
+        finally:
+            with self._lock:
+                for sid in (call.sid, call.agent_sid):
+                    if sid is not None and self._by_sid.get(sid) is call:
+                        del self._by_sid[sid]
+            self._metrics.active_calls.dec()
+            self._metrics.calls_ended.labels(call.end_reason or "unknown").inc()
+            call.log.info(
+                "ended (%s) after %.1f s", call.end_reason, time.monotonic() - call.started_at
+            )
+
+    def _end_everything(self, call: Call, notice: PromptName | None, notify_agent: bool) -> None:
         for session in list(call.sessions.values()):
             session.close()
         with call.lock:
             caller_live, agent_sid = call.caller_live, call.agent_sid
             agent_live, agent_answered = call.agent_live, call.agent_answered
-        if notice is not None and caller_live:
-            twiml = say_and_hang_up(prompt(notice, call.caller_language))
-            if not self._rest_quietly(
-                call, "tell the caller", self._rest.redirect, call.sid, twiml
-            ):
-                self._rest_quietly(
-                    call, "hang up the caller", self._rest.hang_up, call.sid, answered=True
-                )
-        elif caller_live:
-            self._rest_quietly(
-                call, "hang up the caller", self._rest.hang_up, call.sid, answered=True
-            )
+        if caller_live:
+            self._end_leg(call, call.sid, call.caller_language, notice, answered=True)
         if agent_sid is not None and agent_live:
-            self._rest_quietly(
-                call, "hang up the agent", self._rest.hang_up, agent_sid, answered=agent_answered
-            )
+            agent_notice = notice if notify_agent and agent_answered else None
+            self._end_leg(call, agent_sid, call.agent_language, agent_notice, agent_answered)
         for leg in call.legs.values():
             leg.close()
         deadline = time.monotonic() + SESSION_JOIN_S
@@ -269,32 +339,65 @@ class CallControl:
             join = getattr(session, "join", None)
             if join is not None:
                 join(max(0.0, deadline - time.monotonic()))
-        with self._lock:
-            for sid in (call.sid, agent_sid):
-                if sid is not None and self._by_sid.get(sid) is call:
-                    del self._by_sid[sid]
-        self._metrics.active_calls.dec()
-        self._metrics.calls_ended.labels(call.end_reason or "unknown").inc()
-        call.log.info(
-            "ended (%s) after %.1f s", call.end_reason, time.monotonic() - call.started_at
-        )
 
-    def _rest_quietly(
-        self, call: Call, what: str, fn: object, *args: object, **kwargs: object
-    ) -> bool:
+    def _end_leg(
+        self,
+        call: Call,
+        sid: str,
+        language: str,
+        notice: PromptName | None,
+        answered: bool,
+    ) -> None:
+        """Say ``notice`` and hang up (one redirect), or just hang up."""
+        if notice is not None:
+            twiml = say_and_hang_up(prompt(notice, language))
+            if self._quietly(call, f"tell {sid}", lambda: self._rest.redirect(sid, twiml)):
+                return
+        self._quietly(call, f"hang up {sid}", lambda: self._rest.hang_up(sid, answered))
+
+    @staticmethod
+    def _quietly(call: Call, what: str, action: Callable[[], object]) -> bool:
         try:
-            fn(*args, **kwargs)  # type: ignore[operator]
+            action()
         except TwilioRestError as exc:
             call.log.warning("could not %s: %s", what, exc)
             return False
         return True
 
-    def shutdown(self, timeout: float) -> None:
-        """End every call (process stopping) and wait for their teardowns."""
+    # -- shutdown ---------------------------------------------------------------------------
+
+    def begin_shutdown(self) -> None:
+        """Stop admitting calls; after the grace period end the rest with a notice."""
+        with self._lock:
+            if self._drainer is not None:
+                return
+            self._draining.set()
+            self._drainer = threading.Thread(target=self._drain, name="drainer", daemon=True)
+        log.info(
+            "shutting down: no new calls; %d active get %d s to finish",
+            len(self.active_calls()),
+            self._settings.shutdown_grace_s,
+        )
+        self._drainer.start()
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + self._settings.shutdown_grace_s
+        while self.active_calls() and time.monotonic() < deadline:
+            time.sleep(0.2)
         for call in self.active_calls():
-            self.end(call, "shutdown")
+            self.end(call, "shutdown", notice="shutdown", notify_agent=True)
+        self.wait_for_teardowns(SESSION_JOIN_S + 10.0)
+
+    def wait_for_teardowns(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         with self._lock:
             pending = list(self._teardowns)
         for thread in pending:
             thread.join(max(0.0, deadline - time.monotonic()))
+
+    def finish_shutdown(self, timeout: float) -> None:
+        """Block until the drain is over (gunicorn's worker_exit), at most ``timeout``."""
+        self.begin_shutdown()
+        drainer = self._drainer
+        if drainer is not None:
+            drainer.join(timeout)

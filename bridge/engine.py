@@ -39,8 +39,9 @@ class SessionListener(Protocol):
     def on_text(self, kind: TextKind, text: str) -> None:
         """A transcript fragment: the speaker's words (``source``) or the translation."""
 
-    def on_failed(self, reason: str) -> None:
-        """The session cannot go on (it could not open, or died past its retries)."""
+    def on_failed(self, reason: str, *, opened: bool) -> None:
+        """The session cannot go on: it never opened (``opened=False``: bad key, refused,
+        unreachable) or it died past every retry."""
 
 
 class TranslationSession(Protocol):

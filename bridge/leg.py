@@ -47,6 +47,7 @@ class CallLeg:
         self._cond = threading.Condition()
         self._playout = Playout(observe=self._observe, mark_prefix=f"{role[0]}")
         self._downsampler = Downsampler24kTo8k()
+        self._resample_lock = threading.Lock()
         self._ws: MediaSocket | None = None
         self._stream_sid: str | None = None
         self._writer: threading.Thread | None = None
@@ -72,12 +73,17 @@ class CallLeg:
         return True
 
     def play(self, audio: Pcm16, received_at: float) -> None:
-        """Queue audio for this party to hear (24 kHz from the engine, or 8 kHz from relay)."""
-        if audio.rate_hz == ENGINE_RATE_HZ:
-            audio = Pcm16(self._downsampler.process(audio.samples), TWILIO_RATE_HZ)
-        elif audio.rate_hz != TWILIO_RATE_HZ:
-            raise ValueError(f"cannot play {audio.rate_hz} Hz audio")
-        ulaw = pcm16_to_ulaw(audio)
+        """Queue audio for this party to hear (24 kHz from the engine, or 8 kHz from relay).
+
+        Two engine sessions can deliver at once (the old one flushing while its replacement
+        starts), so the stateful resampler is used under its own lock.
+        """
+        with self._resample_lock:
+            if audio.rate_hz == ENGINE_RATE_HZ:
+                audio = Pcm16(self._downsampler.process(audio.samples), TWILIO_RATE_HZ)
+            elif audio.rate_hz != TWILIO_RATE_HZ:
+                raise ValueError(f"cannot play {audio.rate_hz} Hz audio")
+            ulaw = pcm16_to_ulaw(audio)
         with self._cond:
             if self._closing:
                 return

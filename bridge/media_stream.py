@@ -102,11 +102,11 @@ class MediaStreamHandler:
         except StreamRejected as exc:
             self._reject(str(exc))
             return False
-        leg = call.legs[role]  # type: ignore[index]
+        leg = call.legs[role]
         if not leg.attach(self._ws, start.stream_sid):
             self._reject(f"the {role} leg already has a stream")
             return False
-        self._call, self._role, self._stream_sid = call, role, start.stream_sid  # type: ignore[assignment]
+        self._call, self._role, self._stream_sid = call, role, start.stream_sid
         call.log.info("%s stream %s started", role, start.stream_sid)
         return True
 

@@ -25,6 +25,9 @@ class Metrics:
         self.calls_ended = Counter(
             "bridge_calls_ended", "Calls ended, by reason", ["reason"], registry=r
         )
+        self.calls_refused = Counter(
+            "bridge_calls_refused", "Calls declined at the door, by reason", ["reason"], registry=r
+        )
         self.active_calls = Gauge("bridge_active_calls", "Calls in progress", registry=r)
         self.audio_to_twilio = Histogram(
             "bridge_translated_audio_to_twilio_seconds",

@@ -10,17 +10,21 @@ import json
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 PROMPTS_FILE = Path(__file__).resolve().parent.parent / "twiml" / "prompts.json"
 
-PromptName = Literal["connecting", "agent_unavailable", "interpreter_unavailable", "agent_intro"]
-PROMPT_NAMES: tuple[PromptName, ...] = (
+PromptName = Literal[
     "connecting",
     "agent_unavailable",
     "interpreter_unavailable",
     "agent_intro",
-)
+    "all_busy",
+    "not_allowed",
+    "time_limit",
+    "shutdown",
+]
+PROMPT_NAMES: tuple[PromptName, ...] = get_args(PromptName)
 
 
 @dataclass(frozen=True, slots=True)

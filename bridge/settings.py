@@ -53,6 +53,11 @@ class Settings:
     agent_caller_id: str | None = None
     agent_dial_timeout_s: int = 30
     log_level: str = "INFO"
+    session_max_s: int = 3300
+    max_concurrent_calls: int = 50
+    max_call_s: int = 14400
+    allowed_callers: frozenset[str] = frozenset()
+    shutdown_grace_s: int = 120
 
     @property
     def public_host(self) -> str:
@@ -113,6 +118,14 @@ def _base_url(name: str, raw: str, *, origin_only: bool) -> str:
     if parts.query or parts.fragment or (origin_only and parts.path not in ("", "/")):
         raise ConfigError(f"{name}: {raw!r} must be an origin like https://host[:port], no path")
     return raw.rstrip("/")
+
+
+def _allowed_callers(env: Mapping[str, str]) -> frozenset[str]:
+    numbers = {n.strip() for n in (_get(env, "ALLOWED_CALLERS") or "").split(",")} - {""}
+    for number in numbers:
+        if not _E164.match(number):
+            raise ConfigError(f"ALLOWED_CALLERS: {number!r} is not an E.164 number")
+    return frozenset(numbers)
 
 
 def _parse(env: Mapping[str, str]) -> Settings:
@@ -180,4 +193,9 @@ def _parse(env: Mapping[str, str]) -> Settings:
         agent_caller_id=caller_id,
         agent_dial_timeout_s=_int(env, "AGENT_DIAL_TIMEOUT", 30, 5, 600),
         log_level=level,
+        session_max_s=_int(env, "SESSION_MAX_SECONDS", 3300, 3, 86_400),
+        max_concurrent_calls=_int(env, "MAX_CONCURRENT_CALLS", 50, 1, 10_000),
+        max_call_s=_int(env, "MAX_CALL_SECONDS", 14_400, 5, 86_400),
+        allowed_callers=_allowed_callers(env),
+        shutdown_grace_s=_int(env, "SHUTDOWN_GRACE_SECONDS", 120, 0, 3600),
     )

@@ -23,6 +23,8 @@ TWILIO_API_ORIGIN = "https://api.twilio.com"
 REST_TIMEOUT_S = 10.0
 # Call statuses after which a call can no longer be changed (Twilio's Call resource docs).
 FINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+# Twilio error codes for "this call is no longer in progress" (21220) and "not found" (20404).
+ALREADY_ENDED_CODES = frozenset({21220, 20404})
 
 
 class TwilioRestError(RuntimeError):
@@ -80,20 +82,31 @@ class TwilioRest:
             raise TwilioRestError(f"dialling {req.to}: Twilio returned no CallSid")
         return str(call.sid)
 
-    def hang_up(self, call_sid: str, *, answered: bool) -> None:
-        """End a call: ``completed`` once answered, ``canceled`` while it still rings."""
-        status = "completed" if answered else "canceled"
-        self._update(call_sid, status=status)
+    def hang_up(self, call_sid: str, answered: bool) -> bool:
+        """End a call: ``completed`` once answered, ``canceled`` while it still rings.
 
-    def redirect(self, call_sid: str, twiml: str) -> None:
-        """Replace what a live call is doing with ``twiml`` (this ends its Media Stream)."""
-        self._update(call_sid, twiml=twiml)
+        False when the call had already ended (not an error: the other side won the race).
+        """
+        return self._update(call_sid, status="completed" if answered else "canceled")
 
-    def _update(self, call_sid: str, **fields: str) -> None:
+    def redirect(self, call_sid: str, twiml: str) -> bool:
+        """Replace what a live call is doing with ``twiml`` (this ends its Media Stream).
+
+        False when the call had already ended; raises :class:`TwilioRestError` otherwise.
+        """
+        return self._update(call_sid, twiml=twiml)
+
+    def _update(self, call_sid: str, **fields: str) -> bool:
         try:
             self._client.calls(call_sid).update(**fields)
+        except TwilioRestException as exc:
+            if exc.status == 404 or exc.code in ALREADY_ENDED_CODES:
+                log.info("call %s had already ended (%s)", call_sid, _describe(exc))
+                return False
+            raise TwilioRestError(f"updating {call_sid} failed: {_describe(exc)}") from exc
         except (TwilioException, OSError) as exc:
             raise TwilioRestError(f"updating {call_sid} failed: {_describe(exc)}") from exc
+        return True
 
 
 def _describe(exc: BaseException) -> str:

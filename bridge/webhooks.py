@@ -12,7 +12,7 @@ import logging
 from flask import Blueprint, Response, abort, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from bridge.control import MEDIA_PATH, STATUS_PATH, CallControl
+from bridge.control import MEDIA_PATH, STATUS_PATH, CallControl, Draining
 from bridge.metrics import Metrics
 from bridge.settings import Settings
 from bridge.signatures import SignatureChecker
@@ -68,7 +68,11 @@ def voice() -> Response:
     account = request.form.get("AccountSid")
     if account is not None and account != settings.twilio_account_sid:
         abort(403)  # signed with our token, but for another account: not ours to answer
-    twiml = _control().answer(form["CallSid"], form["From"], form["To"])
+    try:
+        twiml = _control().answer(form["CallSid"], form["From"], form["To"])
+    except Draining:
+        # Shutting down: a 5xx makes Twilio use the number's fallback URL (another instance).
+        return Response("shutting down\n", status=503, mimetype="text/plain")
     return Response(twiml, mimetype="text/xml")
 
 

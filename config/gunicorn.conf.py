@@ -12,14 +12,20 @@ Why it is shaped like this:
   half of it; audio work itself runs in the bridge's own per-call threads.
 * ``timeout``: in gthread the master only checks that the worker process is alive, not how
   long one request takes, so long-lived WebSockets are fine with the default heartbeat.
-* ``graceful_timeout``: on SIGTERM the worker ends live calls cleanly (both legs hung up,
-  sessions closed) before exiting; ``worker_exit`` runs that teardown.
+* Shutdown (SIGTERM, e.g. a deploy): gunicorn stops listening at once, so Twilio's fallback URL
+  (or another instance) takes new calls; our SIGTERM hook also makes the voice webhook answer
+  503 on any connection still open. Live calls go on for ``SHUTDOWN_GRACE_SECONDS``; then each
+  party hears a short notice and the call ends. ``graceful_timeout`` leaves room for that
+  notice and the teardown before the master would kill the worker.
 * Settings are validated here, once, before any worker starts, so a bad setting prints one
   clear line and exits with status 2 instead of a traceback from inside a worker.
 """
 
 import os
+import signal
 import sys
+from types import FrameType
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -36,7 +42,8 @@ workers = 1
 worker_class = "gthread"
 threads = int(os.environ.get("BRIDGE_THREADS", "256"))
 timeout = 30
-graceful_timeout = 20
+# Grace for live calls, plus time for the notice to play and teardown to finish.
+graceful_timeout = _settings.shutdown_grace_s + 20
 keepalive = 5
 accesslog = "-"
 # Twilio webhooks and upgrades are small; bound request lines and headers.
@@ -47,7 +54,22 @@ limit_request_fields = 100
 control_socket_disable = True
 
 
-def worker_exit(server: object, worker: object) -> None:
-    from bridge.app import shutdown_all
+def post_worker_init(worker: Any) -> None:
+    """Chain our drain onto the worker's SIGTERM handler (gunicorn's own stops accepting)."""
+    from bridge.app import begin_shutdown
 
-    shutdown_all(timeout=graceful_timeout - 2)
+    gunicorn_handler = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        begin_shutdown()
+        if callable(gunicorn_handler):
+            gunicorn_handler(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """The worker is leaving: wait for the drain (grace, notices, teardown) to finish."""
+    from bridge.app import finish_shutdown
+
+    finish_shutdown(timeout=graceful_timeout - 2)

@@ -15,6 +15,7 @@ import pytest
 
 from bridge.audio import Pcm16, ulaw_to_pcm16
 from bridge.engine import SessionSpec, TextKind
+from bridge.metrics import Metrics
 from bridge.openai_engine import OpenAIEngine
 from bridge.settings import Settings
 from tests.fakes.audio import load_wav
@@ -44,7 +45,7 @@ class Collector:
         with self.lock:
             self.text[kind] += text
 
-    def on_failed(self, reason: str) -> None:
+    def on_failed(self, reason: str, *, opened: bool) -> None:
         self.failed = reason
 
 
@@ -61,7 +62,7 @@ def test_spanish_caller_is_translated_to_english() -> None:
         env_file=None,
     )
     collector = Collector()
-    session = OpenAIEngine(settings).session(
+    session = OpenAIEngine(settings, Metrics()).session(
         SessionSpec("CAlive", "caller_to_agent", "en"), collector
     )
     _, _, ulaw = load_wav(FIXTURES / "caller_es_8k_mulaw.wav")
