@@ -46,7 +46,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["SOCK_SERVER_OPTIONS"] = {
         # Twilio's frames are small; a bound keeps a rogue peer from making us buffer megabytes.
         "max_message_size": MAX_MESSAGE_BYTES,
-        "ping_interval": 20,
+        # No pings: Twilio streams a frame every 20 ms, which proves liveness, and its Media
+        # Streams docs promise nothing about answering pings (a missed pong would drop a call).
+        "ping_interval": None,
     }
     app.extensions["bridge.settings"] = settings
     app.extensions["bridge.control"] = control

@@ -27,6 +27,7 @@ EndReason = Literal[
     "dial_failed",
     "engine_unavailable",
     "engine_failed",
+    "stream_rejected",
     "time_limit",
     "shutdown",
 ]

@@ -52,6 +52,7 @@ class CallLeg:
         self._stream_sid: str | None = None
         self._writer: threading.Thread | None = None
         self._closing = False
+        self._close_code: int | None = None
         self.marks_heard = 0
         self._tag = f"{call_sid[-6:]}-{role}"
 
@@ -101,9 +102,11 @@ class CallLeg:
         self.marks_heard += 1
         self._log.debug("heard up to mark %s", name)
 
-    def close(self) -> None:
+    def close(self, close_code: int | None = None) -> None:
         """Stop writing and close the socket (by the writer thread). Idempotent."""
         with self._cond:
+            if not self._closing:
+                self._close_code = close_code
             self._closing = True
             self._cond.notify()
             writer = self._writer
@@ -139,6 +142,6 @@ class CallLeg:
             self._log.info("media socket write ended: %s", type(exc).__name__)
         finally:
             try:
-                ws.close()
+                ws.close(reason=self._close_code)
             except Exception:  # noqa: BLE001 - already closed by the peer
                 self._log.debug("closing media socket raised", exc_info=True)

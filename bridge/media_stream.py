@@ -29,7 +29,10 @@ from bridge.twilio_media import (
 )
 
 log = logging.getLogger(__name__)
-START_TIMEOUT_S = 10.0
+# Twilio sends `connected` and `start` at once; a socket that has not started by then is not Twilio.
+START_TIMEOUT_S = 5.0
+# A peer that keeps sending garbage is closed rather than parsed forever.
+BAD_MESSAGE_LIMIT = 500
 RECEIVE_POLL_S = 1.0
 POLICY_VIOLATION = 1008
 
@@ -43,6 +46,8 @@ class MediaStreamHandler:
         self._role: Role | None = None
         self._stream_sid: str | None = None
         self._complaints: set[str] = set()
+        self._bad = 0
+        self._violation = False
 
     def run(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -69,13 +74,15 @@ class MediaStreamHandler:
         try:
             event = parse_message(raw)
         except MediaProtocolError as exc:
-            self._complain("bad_message", str(exc))
-            return True
+            return self._complain(exc.kind, str(exc))
         if isinstance(event, Media):
-            self._on_media(event)
-        elif isinstance(event, Start):
+            return self._on_media(event)
+        if isinstance(event, Start):
             return self._on_start(event)
-        elif isinstance(event, Mark):
+        if isinstance(event, Mark | Stop | Dtmf) and event.stream_sid != self._stream_sid:
+            # Before `start` no streamSid is ours; after it, only our own.
+            return self._complain("wrong_stream", f"{type(event).__name__} for another streamSid")
+        if isinstance(event, Mark):
             if self._call is not None and self._role is not None:
                 self._call.legs[self._role].on_mark(event.name)
         elif isinstance(event, Stop):
@@ -83,13 +90,12 @@ class MediaStreamHandler:
         elif isinstance(event, Connected | Dtmf):
             pass
         elif isinstance(event, Unknown):
-            self._complain("unknown_event", f"unknown event {event.event!r}")
+            return self._complain("unknown_event", f"unknown event {event.event!r}")
         return True
 
     def _on_start(self, start: Start) -> bool:
         if self._call is not None:
-            self._complain("duplicate_start", "second start on one stream")
-            return True
+            return self._complain("duplicate_start", "second start on one stream")
         if (
             start.encoding != "audio/x-mulaw"
             or start.sample_rate_hz != TWILIO_RATE_HZ
@@ -110,26 +116,38 @@ class MediaStreamHandler:
         call.log.info("%s stream %s started", role, start.stream_sid)
         return True
 
-    def _on_media(self, media: Media) -> None:
+    def _on_media(self, media: Media) -> bool:
         if self._call is None or self._role is None:
-            self._complain("media_before_start", "media before start")
-            return
+            return self._complain("media_before_start", "media before start")
         if media.stream_sid != self._stream_sid:
-            self._complain("wrong_stream", "media for another streamSid")
-            return
-        if media.payload:
-            self._call.inbound(self._role, ulaw_to_pcm16(media.payload))
+            return self._complain("wrong_stream", "media for another streamSid")
+        if not media.payload:
+            return self._complain("empty_payload", "media with an empty payload")
+        # Twilio sends 160 bytes (20 ms); other sizes up to the parser's bound are still audio.
+        self._call.inbound(self._role, ulaw_to_pcm16(media.payload))
+        return True
 
-    def _complain(self, kind: str, detail: str) -> None:
+    def _complain(self, kind: str, detail: str) -> bool:
+        """Count and ignore a bad message (logged once per kind per socket). Returns False,
+        ending the stream, once the socket has sent more than BAD_MESSAGE_LIMIT of them."""
         self._metrics.bad_messages.labels(kind).inc()
+        self._bad += 1
         if kind not in self._complaints:
             self._complaints.add(kind)
             sid = self._call.sid if self._call is not None else "?"
             log.warning("call=%s media stream: %s (further ones counted, not logged)", sid, detail)
+        if self._bad > BAD_MESSAGE_LIMIT:
+            self._reject(f"more than {BAD_MESSAGE_LIMIT} bad messages")
+            return False
+        return True
 
     def _reject(self, why: str) -> None:
         self._metrics.bad_messages.labels("rejected_stream").inc()
         log.warning("media stream refused: %s", why)
+        if self._call is not None:
+            # Bound to a leg: that leg's writer owns the socket and closes it (see _finish).
+            self._violation = True
+            return
         try:
             self._ws.close(reason=POLICY_VIOLATION, message="not a stream of this bridge")
         except Exception:  # the peer may already be gone
@@ -138,6 +156,10 @@ class MediaStreamHandler:
     def _finish(self) -> None:
         call, role = self._call, self._role
         if call is None or role is None:
+            return
+        if self._violation:
+            self._control.end(call, "stream_rejected", detail=f"{role} stream misbehaved")
+            call.legs[role].close(close_code=POLICY_VIOLATION)
             return
         if not call.ended.is_set():
             call.log.info("%s stream ended", role)

@@ -24,7 +24,11 @@ MAX_MEDIA_PAYLOAD_BYTES = 8 * TWILIO_FRAME_BYTES
 
 
 class MediaProtocolError(ValueError):
-    """A message that is not valid Twilio Media Streams JSON."""
+    """A message that is not valid Twilio Media Streams JSON; ``kind`` names the fault."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,14 +87,14 @@ InboundEvent = Connected | Start | Media | Mark | Dtmf | Stop | Unknown
 
 def _obj(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise MediaProtocolError(f"{what} is not an object")
+        raise MediaProtocolError("bad_field", f"{what} is not an object")
     return value
 
 
 def _str(obj: dict[str, Any], key: str, what: str) -> str:
     value = obj.get(key)
     if not isinstance(value, str) or not value:
-        raise MediaProtocolError(f"{what}.{key} missing or not a string")
+        raise MediaProtocolError("bad_field", f"{what}.{key} missing or not a string")
     return value
 
 
@@ -108,13 +112,13 @@ def _parse_start(msg: dict[str, Any]) -> Start:
     if not isinstance(params, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in params.items()
     ):
-        raise MediaProtocolError("start.customParameters is not a string map")
+        raise MediaProtocolError("bad_field", "start.customParameters is not a string map")
     fmt = start.get("mediaFormat") or {}
     if not isinstance(fmt, dict):
-        raise MediaProtocolError("start.mediaFormat is not an object")
+        raise MediaProtocolError("bad_field", "start.mediaFormat is not an object")
     tracks = start.get("tracks") or []
     if not isinstance(tracks, list):
-        raise MediaProtocolError("start.tracks is not a list")
+        raise MediaProtocolError("bad_field", "start.tracks is not a list")
     rate = _opt_int(fmt.get("sampleRate", 8000))
     channels = _opt_int(fmt.get("channels", 1))
     return Start(
@@ -133,14 +137,14 @@ def _parse_media(msg: dict[str, Any]) -> Media:
     media = _obj(msg.get("media"), "media")
     raw = media.get("payload")
     if not isinstance(raw, str):
-        raise MediaProtocolError("media.payload missing")
+        raise MediaProtocolError("bad_field", "media.payload missing")
     # base64 grows 4/3: refuse before decoding anything oversized.
     if len(raw) > (MAX_MEDIA_PAYLOAD_BYTES * 4) // 3 + 4:
-        raise MediaProtocolError("media.payload too large")
+        raise MediaProtocolError("payload_too_large", "media.payload too large")
     try:
         payload = base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise MediaProtocolError("media.payload is not base64") from exc
+        raise MediaProtocolError("bad_base64", "media.payload is not base64") from exc
     return Media(
         stream_sid=_str(msg, "streamSid", "media"),
         track=str(media.get("track", "inbound")),
@@ -152,17 +156,17 @@ def _parse_media(msg: dict[str, Any]) -> Media:
 def parse_message(text: str | bytes) -> InboundEvent:
     """Parse one Twilio text frame; raise :class:`MediaProtocolError` on anything malformed."""
     if isinstance(text, bytes):
-        raise MediaProtocolError("binary frame (Twilio sends text frames only)")
+        raise MediaProtocolError("binary_frame", "binary frame (Twilio sends text only)")
     if len(text) > MAX_MESSAGE_BYTES:
-        raise MediaProtocolError("message too large")
+        raise MediaProtocolError("too_large", "message too large")
     try:
         msg = json.loads(text)
     except (ValueError, RecursionError) as exc:
-        raise MediaProtocolError("not JSON") from exc
+        raise MediaProtocolError("not_json", "not JSON") from exc
     msg = _obj(msg, "message")
     event = msg.get("event")
     if not isinstance(event, str):
-        raise MediaProtocolError("no event")
+        raise MediaProtocolError("no_event", "no event")
     if event == "media":
         return _parse_media(msg)
     if event == "start":
