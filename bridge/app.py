@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
@@ -73,10 +75,21 @@ def create_app(settings: Settings | None = None) -> Flask:
     return app
 
 
-def begin_shutdown() -> None:
-    """SIGTERM: stop taking calls; live calls get the grace period, then a notice."""
-    for control in list(_controls):
+def begin_shutdown(then: Callable[[], None] | None = None) -> None:
+    """SIGTERM: stop taking calls (the voice webhook answers 503) while still serving live
+    calls' streams and callbacks; after the grace period the rest end with a notice. ``then``
+    runs once every call has ended (gunicorn's own exit), from a background thread."""
+    controls = list(_controls)
+    for control in controls:
         control.begin_shutdown()
+
+    def wait_then() -> None:
+        for control in controls:
+            control.finish_shutdown(timeout=control.drain_timeout)
+        if then is not None:
+            then()
+
+    threading.Thread(target=wait_then, name="shutdown", daemon=True).start()
 
 
 def finish_shutdown(timeout: float) -> None:

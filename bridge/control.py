@@ -395,6 +395,11 @@ class CallControl:
         for thread in pending:
             thread.join(max(0.0, deadline - time.monotonic()))
 
+    @property
+    def drain_timeout(self) -> float:
+        """How long a drain can take: the grace period, then the notices and teardown."""
+        return self._settings.shutdown_grace_s + SESSION_JOIN_S + 12.0
+
     def finish_shutdown(self, timeout: float) -> None:
         """Block until the drain is over (gunicorn's worker_exit), at most ``timeout``."""
         self.begin_shutdown()

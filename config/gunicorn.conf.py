@@ -12,11 +12,12 @@ Why it is shaped like this:
   half of it; audio work itself runs in the bridge's own per-call threads.
 * ``timeout``: in gthread the master only checks that the worker process is alive, not how
   long one request takes, so long-lived WebSockets are fine with the default heartbeat.
-* Shutdown (SIGTERM, e.g. a deploy): gunicorn stops listening at once, so Twilio's fallback URL
-  (or another instance) takes new calls; our SIGTERM hook also makes the voice webhook answer
-  503 on any connection still open. Live calls go on for ``SHUTDOWN_GRACE_SECONDS``; then each
-  party hears a short notice and the call ends. ``graceful_timeout`` leaves room for that
-  notice and the teardown before the master would kill the worker.
+* Shutdown (SIGTERM, e.g. a deploy): the voice webhook answers 503 at once, so Twilio's
+  fallback URL (or another instance) takes new calls; live calls go on for
+  ``SHUTDOWN_GRACE_SECONDS`` (streams and status callbacks still served), then each party
+  hears a short notice and the call ends; then the worker exits (see ``post_worker_init``).
+  ``graceful_timeout`` leaves room for the notice and teardown before the master would kill
+  the worker.
 * Settings are validated here, once, before any worker starts, so a bad setting prints one
   clear line and exits with status 2 instead of a traceback from inside a worker.
 """
@@ -55,21 +56,30 @@ control_socket_disable = True
 
 
 def post_worker_init(worker: Any) -> None:
-    """Chain our drain onto the worker's SIGTERM handler (gunicorn's own stops accepting)."""
+    """Put our drain in front of the worker's SIGTERM handling.
+
+    gunicorn's own handler stops accepting connections at once, which would leave Twilio's
+    webhooks for new calls hanging in the listen queue and refuse the streams of agents still
+    ringing. So on SIGTERM the worker keeps serving: new calls get 503 (Twilio's fallback URL
+    takes them), live calls keep their streams and status callbacks for the grace period, then
+    end with a notice; only then is gunicorn's handler run and the worker exits.
+    """
     from bridge.app import begin_shutdown
 
     gunicorn_handler = signal.getsignal(signal.SIGTERM)
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        begin_shutdown()
-        if callable(gunicorn_handler):
-            gunicorn_handler(signum, frame)
+        def exit_worker() -> None:
+            if callable(gunicorn_handler):
+                gunicorn_handler(signum, None)
+
+        begin_shutdown(then=exit_worker)
 
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    """The worker is leaving: wait for the drain (grace, notices, teardown) to finish."""
+    """The worker is leaving for any other reason: still end every call with a notice."""
     from bridge.app import finish_shutdown
 
     finish_shutdown(timeout=graceful_timeout - 2)

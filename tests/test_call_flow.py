@@ -12,8 +12,6 @@ import json
 import statistics
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,8 +25,19 @@ from tests.bridge_process import (
     AUTH_TOKEN,
     OPENAI_KEY,
     BridgeProcess,
-    free_port,
-    run_bridge,
+)
+from tests.call_helpers import (
+    BRIDGE_NUMBER,
+    CALLER_NUMBER,
+    LEAD_IN_S,
+    Stack,
+    agent_of,
+    bridge_stack,
+    envelope,
+    speech,
+    started_at,
+    wait_call_over,
+    wait_streaming,
 )
 from tests.fakes.audio import (
     AGENT_EN_8K_MULAW,
@@ -39,24 +48,10 @@ from tests.fakes.audio import (
     ulaw_to_pcm16,
 )
 from tests.fakes.openai_translate import FakeSession, FakeTranslationServer, tone_for
-from tests.fakes.twilio import DialBehaviour, FakeCall, FakeTwilio
+from tests.fakes.twilio import DialBehaviour, FakeCall
 from tests.fakes.twilio_media import sign
 
 pytestmark = pytest.mark.slow
-CALLER_NUMBER = "+34911222333"
-BRIDGE_NUMBER = "+15550002222"
-LEAD_IN_S = 1.0  # line silence before each party speaks, so both legs are up by then
-
-
-@dataclass
-class Stack:
-    bridge: BridgeProcess
-    twilio: FakeTwilio
-    openai: FakeTranslationServer | None
-
-
-def speech(path: Path, lead_in_s: float = LEAD_IN_S) -> bytes:
-    return ulaw_silence(int(8000 * lead_in_s)) + load_wav(path)[2]
 
 
 @pytest.fixture(scope="module")
@@ -69,60 +64,15 @@ def openai_fake() -> Iterator[FakeTranslationServer]:
 def stack(
     tmp_path_factory: pytest.TempPathFactory, openai_fake: FakeTranslationServer
 ) -> Iterator[Stack]:
-    port = free_port()
-    with FakeTwilio(ACCOUNT_SID, AUTH_TOKEN, f"http://127.0.0.1:{port}") as twilio:
-        env = {
-            "ENGINE": "openai",
-            "OPENAI_API_KEY": OPENAI_KEY,
-            "OPENAI_BASE_URL": openai_fake.base_url,
-            "TWILIO_API_BASE_URL": twilio.rest_base_url,
-        }
-        with run_bridge(port, env, tmp_path_factory.mktemp("openai")) as bridge:
-            yield Stack(bridge, twilio, openai_fake)
+    env = {"OPENAI_API_KEY": OPENAI_KEY}
+    with bridge_stack(tmp_path_factory.mktemp("openai"), env, openai_fake) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")
 def relay_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    port = free_port()
-    with FakeTwilio(ACCOUNT_SID, AUTH_TOKEN, f"http://127.0.0.1:{port}") as twilio:
-        env = {"ENGINE": "relay", "TWILIO_API_BASE_URL": twilio.rest_base_url}
-        with run_bridge(port, env, tmp_path_factory.mktemp("relay")) as bridge:
-            yield Stack(bridge, twilio, None)
-
-
-def agent_of(twilio: FakeTwilio, caller: FakeCall, timeout: float = 10.0) -> FakeCall:
-    """The agent leg the bridge dialled for ``caller`` (its TwiML names the caller's call)."""
-
-    def mine() -> list[FakeCall]:
-        return [
-            c
-            for c in twilio.agent_calls()
-            if c.to == AGENT_NUMBER and caller.sid in (c.initial_twiml or "")
-        ]
-
-    assert twilio.wait_for(lambda: bool(mine()), timeout), "the bridge never dialled the agent"
-    return mine()[0]
-
-
-def wait_streaming(twilio: FakeTwilio, *calls: FakeCall, timeout: float = 10.0) -> None:
-    assert twilio.wait_for(
-        lambda: all(
-            c.stream is not None and c.stream.stream_sid and c.stream.media_sent > 0 for c in calls
-        ),
-        timeout,
-    ), "a leg's Media Stream never started"
-
-
-def started_at(call: FakeCall) -> float:
-    assert call.stream is not None and call.stream.started_at is not None
-    return float(call.stream.started_at)
-
-
-def wait_call_over(bridge: BridgeProcess, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while bridge.metric("bridge_active_calls") != 0:
-        assert time.monotonic() < deadline, "the bridge still counts an active call"
-        time.sleep(0.1)
+    with bridge_stack(tmp_path_factory.mktemp("relay"), {}, None) as stack:
+        yield stack
 
 
 def wait_threads(
@@ -133,15 +83,6 @@ def wait_threads(
     while (now := bridge.threads_by_kind()) != baseline and time.monotonic() < deadline:
         time.sleep(0.2)
     return now
-
-
-def envelope(samples: np.ndarray, rate_hz: int) -> np.ndarray:
-    """RMS per 20 ms block: a rate-independent picture of when someone speaks."""
-    block = rate_hz // 50
-    n = len(samples) // block
-    blocks = samples[: n * block].astype(np.float64).reshape(n, block)
-    result: np.ndarray = np.sqrt((blocks**2).mean(axis=1))
-    return result
 
 
 def best_correlation(received: np.ndarray, reference: np.ndarray) -> float:

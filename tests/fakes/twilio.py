@@ -102,6 +102,8 @@ class FakeTwilio:
         self.say_s_per_char = say_s_per_char
         self.default_dial = DialBehaviour()
         self.dial_behaviours: dict[str, DialBehaviour] = {}
+        # Fault injection: every POST …/Calls.json fails with this error while it is set.
+        self.create_failure: RestError | None = None
         self.webhooks: list[WebhookRecord] = []
         self._calls: dict[str, FakeCall] = {}
         self._lock = threading.Lock()
@@ -327,6 +329,8 @@ class FakeTwilio:
 
     def create_call(self, form: Form) -> dict[str, Any]:
         """``POST …/Calls.json``: validate like Twilio, then dial on a call thread."""
+        if self.create_failure is not None:
+            raise self.create_failure
         to, from_ = first(form, "To"), first(form, "From")
         twiml, url = first(form, "Twiml"), first(form, "Url")
         if not to:
