@@ -11,11 +11,14 @@ import logging
 
 from flask import Blueprint, Response, abort, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from werkzeug.exceptions import HTTPException
 
 from bridge.control import MEDIA_PATH, STATUS_PATH, CallControl, Draining
 from bridge.metrics import Metrics
+from bridge.prompts import prompt
 from bridge.settings import Settings
 from bridge.signatures import SignatureChecker
+from bridge.twiml import say_and_hang_up
 
 log = logging.getLogger(__name__)
 VOICE_PATH = "/twilio/voice"
@@ -83,6 +86,22 @@ def status() -> Response:
     if not _control().on_status(form["CallSid"], form["CallStatus"].lower()):
         log.info("status callback for a call that is not (or no longer) ours: ignored")
     return Response(status=204)
+
+
+@bp.app_errorhandler(Exception)
+def unexpected(exc: Exception) -> Response | HTTPException:
+    """A bug must not leave a caller with Twilio's "application error" or make Twilio retry:
+    log it with its traceback, apologise to a caller in their language, 2xx to callbacks."""
+    if isinstance(exc, HTTPException):
+        return exc  # 4xx and friends keep their own answer
+    log.exception("unhandled error in %s %s", request.method, request.path)
+    if request.path == VOICE_PATH:
+        settings: Settings = current_app.extensions["bridge.settings"]
+        twiml = say_and_hang_up(prompt("interpreter_unavailable", settings.caller_language))
+        return Response(twiml, mimetype="text/xml")
+    if request.path == STATUS_PATH:
+        return Response(status=204)
+    return Response("internal error\n", status=500, mimetype="text/plain")
 
 
 @bp.get("/healthz")
