@@ -22,7 +22,7 @@ from bridge.settings import Settings
 from bridge.signatures import SignatureChecker
 from bridge.twilio_media import MAX_MESSAGE_BYTES
 from bridge.twilio_rest import TwilioRest
-from bridge.webhooks import bp, check_signatures
+from bridge.webhooks import MAX_FORM_BYTES, bp, check_signatures
 
 log = logging.getLogger(__name__)
 _controls: weakref.WeakSet[CallControl] = weakref.WeakSet()
@@ -45,6 +45,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     _controls.add(control)
 
     app = Flask(__name__)
+    # Werkzeug enforces this while reading, so a chunked body (no Content-Length) is bounded too.
+    app.config["MAX_CONTENT_LENGTH"] = MAX_FORM_BYTES
+    app.config["MAX_FORM_MEMORY_SIZE"] = MAX_FORM_BYTES
     app.config["SOCK_SERVER_OPTIONS"] = {
         # Twilio's frames are small; a bound keeps a rogue peer from making us buffer megabytes.
         "max_message_size": MAX_MESSAGE_BYTES,

@@ -54,10 +54,12 @@ class MediaStreamHandler:
         try:
             while True:
                 raw = self._ws.receive(timeout=RECEIVE_POLL_S)
+                # Checked on every frame, not only when idle: chatter without a `start` (even
+                # well-formed `connected` events) must not hold a thread forever.
+                if self._call is None and time.monotonic() > deadline:
+                    self._reject(f"no start within {START_TIMEOUT_S:.0f} s")
+                    return
                 if raw is None:
-                    if self._call is None and time.monotonic() > deadline:
-                        self._reject(f"no start within {START_TIMEOUT_S:.0f} s")
-                        return
                     if self._call is not None and self._call.ended.is_set():
                         return
                     continue

@@ -101,7 +101,7 @@ def _str(obj: dict[str, Any], key: str, what: str) -> str:
 def _opt_int(value: Any) -> int | None:
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # json accepts 1e999 and Infinity
         return None
 
 
@@ -145,6 +145,8 @@ def _parse_media(msg: dict[str, Any]) -> Media:
         payload = base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise MediaProtocolError("bad_base64", "media.payload is not base64") from exc
+    if len(payload) > MAX_MEDIA_PAYLOAD_BYTES:
+        raise MediaProtocolError("payload_too_large", "media.payload too large")
     return Media(
         stream_sid=_str(msg, "streamSid", "media"),
         track=str(media.get("track", "inbound")),

@@ -125,3 +125,22 @@ def test_round_trip_media_payload() -> None:
         media_message("MZ9", payload).replace('"media":{', '"media":{"track":"inbound",')
     )
     assert isinstance(parsed, Media) and parsed.payload == payload
+
+
+def test_non_finite_numbers_are_not_a_crash() -> None:
+    """json accepts 1e999 and -Infinity; int() of them raises OverflowError, not ValueError."""
+    media = parse_message(
+        media_json(b"\xff" * 160).replace('"timestamp": "40"', '"timestamp": 1e999')
+    )
+    assert isinstance(media, Media) and media.timestamp_ms is None
+    start = json.loads(json.dumps(START))
+    start["start"]["mediaFormat"]["sampleRate"] = "-Infinity"
+    text = json.dumps(start).replace('"-Infinity"', "-Infinity")
+    parsed = parse_message(text)
+    assert isinstance(parsed, Start) and parsed.sample_rate_hz == -1
+
+
+def test_payload_bound_is_exact() -> None:
+    assert isinstance(parse_message(media_json(b"\x00" * MAX_MEDIA_PAYLOAD_BYTES)), Media)
+    with pytest.raises(MediaProtocolError, match="too large"):
+        parse_message(media_json(b"\x00" * (MAX_MEDIA_PAYLOAD_BYTES + 1)))
