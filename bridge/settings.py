@@ -58,6 +58,12 @@ class Settings:
     max_call_s: int = 14400
     allowed_callers: frozenset[str] = frozenset()
     shutdown_grace_s: int = 120
+    # Listening experience (mixer, echo guard, backlog): see bridge/mixer.py and the README.
+    passthrough_db: float | None = -14.0
+    duck_db: float = -12.0
+    echo_guard_db: float | None = -30.0
+    backlog_max_s: float = 3.0
+    backlog_policy: str = "drop-oldest"
 
     @property
     def public_host(self) -> str:
@@ -118,6 +124,42 @@ def _base_url(name: str, raw: str, *, origin_only: bool) -> str:
     if parts.query or parts.fragment or (origin_only and parts.path not in ("", "/")):
         raise ConfigError(f"{name}: {raw!r} must be an origin like https://host[:port], no path")
     return raw.rstrip("/")
+
+
+def _db(env: Mapping[str, str], name: str, default: float | None, low: float) -> float | None:
+    """A level in dB (``-14``, ``-14.5``) or ``off``; 0 or below, at least ``low``."""
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    if raw.lower() == "off":
+        return None
+    try:
+        value = float(raw.removesuffix("dB").removesuffix("db").strip())
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not a level in dB (e.g. -14) or off") from None
+    if not low <= value <= 0:
+        raise ConfigError(f"{name}: {value:g} dB is outside {low:g}..0 dB")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not a number of seconds") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}: {value:g} is outside {low:g}..{high:g}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = (_get(env, name) or choices[0]).lower()
+    if value not in choices:
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(choices)}")
+    return value
 
 
 def _allowed_callers(env: Mapping[str, str]) -> frozenset[str]:
@@ -198,4 +240,9 @@ def _parse(env: Mapping[str, str]) -> Settings:
         max_call_s=_int(env, "MAX_CALL_SECONDS", 14_400, 5, 86_400),
         allowed_callers=_allowed_callers(env),
         shutdown_grace_s=_int(env, "SHUTDOWN_GRACE_SECONDS", 120, 0, 3600),
+        passthrough_db=_db(env, "PASSTHROUGH_DB", -14.0 if engine != "relay" else None, -60),
+        duck_db=_db(env, "DUCK_DB", -12.0, -60) or 0.0,
+        echo_guard_db=_db(env, "ECHO_GUARD_DB", -30.0, -120),
+        backlog_max_s=_seconds(env, "BACKLOG_MAX_SECONDS", 3.0, 0.5, 60.0),
+        backlog_policy=_choice(env, "BACKLOG_POLICY", ("drop-oldest", "clear")),
     )
