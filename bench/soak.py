@@ -134,11 +134,18 @@ def soak(stack: Stack, minutes: float, concurrency: int, seed: int) -> dict[str,
     for t in threads:
         t.start()
         time.sleep(1.0)
+    samples: list[tuple[float, float]] = []
+    began = time.monotonic()
+    next_sample = began
     while any(t.is_alive() for t in threads):
+        now_rss = rss_mib(pid)
         with lock:
-            peak = max(peak, rss_mib(pid))
+            peak = max(peak, now_rss)
+        if time.monotonic() >= next_sample:
+            samples.append(((time.monotonic() - began) / 60, now_rss))
+            next_sample += 60
         time.sleep(5)
-    return {"completed": completed, "faults": faults, "peak": peak}
+    return {"completed": completed, "faults": faults, "peak": peak, "samples": samples}
 
 
 def main() -> None:
@@ -178,6 +185,8 @@ def main() -> None:
             f"| {before_rss:.1f} | {result['peak']:.1f} | {after_rss:.1f} | {before_threads} "
             f"| {after_threads} | {result['completed']} |\n"
         )
+        series = ", ".join(f"{m:.0f} min {r:.0f}" for m, r in result["samples"])  # type: ignore[attr-defined]
+        print(f"worker RSS (MiB) each minute: {series}")
         print(f"faults injected: {result['faults']}")
         print(
             f"bridge threads by kind after (gunicorn's idle pool left out): "

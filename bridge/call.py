@@ -13,7 +13,7 @@ from typing import Literal
 
 from bridge.audio import Pcm16
 from bridge.engine import Direction, TextKind, TranslationSession
-from bridge.leg import CallLeg, Role
+from bridge.leg import CallLeg, LegConfig, Role
 from bridge.logs import call_logger, log_transcript
 from bridge.metrics import Metrics
 
@@ -22,6 +22,7 @@ EndReason = Literal[
     "agent_hung_up",
     "agent_busy",
     "agent_no_answer",
+    "agent_machine",
     "agent_failed",
     "agent_canceled",
     "dial_failed",
@@ -60,6 +61,7 @@ class Call:
         caller_language: str,
         agent_language: str,
         metrics: Metrics,
+        leg_config: LegConfig | None = None,
     ) -> None:
         self.sid = caller_sid
         self.caller_number = caller_number
@@ -70,8 +72,8 @@ class Call:
         self.lock = threading.Lock()
         self.started_at = time.monotonic()
         self.legs: dict[Role, CallLeg] = {
-            "caller": CallLeg(caller_sid, "caller", metrics),
-            "agent": CallLeg(caller_sid, "agent", metrics),
+            "caller": CallLeg(caller_sid, "caller", metrics, leg_config),
+            "agent": CallLeg(caller_sid, "agent", metrics, leg_config),
         }
         self.sessions: dict[Direction, TranslationSession] = {}
         self.agent_sid: str | None = None
@@ -111,10 +113,16 @@ class Call:
             return True
 
     def inbound(self, speaker: Role, audio: Pcm16) -> None:
-        """Audio a party spoke: into the session that translates it for the other party."""
+        """Audio a party spoke: into the session that translates it for the other party, and
+        quietly into the other party's ear. Both paths are echo-guarded: while our translation
+        plays to the speaker, what their microphone picks up may be that translation."""
+        if self.ended.is_set():
+            return
+        audio = self.legs[speaker].guard_input(audio)
         session = self.sessions.get(DIRECTION_OF_SPEAKER[speaker])
-        if session is not None and not self.ended.is_set():
+        if session is not None:
             session.send_audio(audio)
+        self.legs[LISTENER_OF[DIRECTION_OF_SPEAKER[speaker]]].hear_other_party(audio)
 
     def add_text(self, direction: Direction, kind: TextKind, text: str) -> None:
         offset_ms = int(1000 * (time.monotonic() - self.started_at))

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from bridge.audio import Pcm16
 from bridge.call import LISTENER_OF, Call, EndReason
 from bridge.engine import Direction, Engine, SessionSpec, TextKind
-from bridge.leg import Role
+from bridge.leg import LegConfig, Role
 from bridge.metrics import Metrics
-from bridge.prompts import PromptName, prompt
+from bridge.prompts import Prompt, PromptBook, PromptName, load_prompts
 from bridge.settings import Settings
 from bridge.twilio_media import Start
 from bridge.twilio_rest import FINAL_STATUSES, DialRequest, TwilioRest, TwilioRestError
@@ -29,6 +29,7 @@ from bridge.twiml import PARAM_CALL, PARAM_LEG, connect_stream, say_and_hang_up
 log = logging.getLogger(__name__)
 MEDIA_PATH = "/media"
 STATUS_PATH = "/twilio/status"
+AMD_PATH = "/twilio/amd"
 # The agent's stream can only start after Twilio answered our create request; if its `start`
 # races the REST response, wait this long for the CallSid before refusing the stream.
 AGENT_SID_WAIT_S = 5.0
@@ -42,6 +43,11 @@ _AGENT_FAILURE: dict[str, EndReason] = {
     "failed": "agent_failed",
     "canceled": "agent_canceled",
 }
+# AnsweredBy values of Twilio's answering machine detection that mean nobody will talk: an
+# agent's voicemail is as good as no answer. ("human" and "unknown" let the call go on.)
+MACHINE_ANSWERS = frozenset(
+    {"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax"}
+)
 
 
 class StreamRejected(Exception):
@@ -85,6 +91,8 @@ class CallControl:
         self._rest = rest
         self._engine = engine
         self._metrics = metrics
+        # Validated by Settings already; cached, so this is the very book it checked.
+        self._prompts = load_prompts(settings.prompts_file, settings.languages_file)
         self._lock = threading.Lock()
         self._by_sid: dict[str, Call] = {}
         self._teardowns: list[threading.Thread] = []
@@ -106,21 +114,45 @@ class CallControl:
     def draining(self) -> bool:
         return self._draining.is_set()
 
+    @property
+    def prompts(self) -> PromptBook:
+        return self._prompts
+
     # -- the voice webhook ------------------------------------------------------------------
 
-    def answer(self, caller_sid: str, caller_number: str, dialled_number: str) -> str:
+    def screen(self, caller_sid: str, caller_number: str) -> str | None:
+        """Admission before the language menu: the decline TwiML, or None to go on.
+
+        Checks what :meth:`answer` checks (draining, ALLOWED_CALLERS, MAX_CONCURRENT_CALLS)
+        without taking a slot: a caller still choosing holds nothing, so one who hangs up in
+        the menu leaves nothing behind. :meth:`answer` checks again once they have chosen.
+        """
+        if self._draining.is_set():
+            raise Draining
+        reason = self._refusal(caller_sid, caller_number)
+        return None if reason is None else self._decline(caller_sid, reason, self._lead)
+
+    def answer(
+        self,
+        caller_sid: str,
+        caller_number: str,
+        dialled_number: str,
+        caller_language: str | None = None,
+    ) -> str:
         """Admit the call (or decline it politely) and return the caller's TwiML.
 
+        ``caller_language`` is what the caller chose in the menu (default: the first of
+        CALLER_LANGUAGES); it drives the agent→caller session and the caller's prompts.
         Raises :class:`Draining` while the process shuts down, so Twilio's fallback URL (or
         another instance) takes the call.
         """
         s = self._settings
+        language = caller_language or self._lead
         if self._draining.is_set():
             raise Draining
-        if s.allowed_callers and caller_number not in s.allowed_callers:
-            log.info("call=%s declined: caller not on ALLOWED_CALLERS", caller_sid)
-            self._metrics.calls_refused.labels("not_allowed").inc()
-            return say_and_hang_up(prompt("not_allowed", s.caller_language))
+        if self._refusal(caller_sid, caller_number) == "not_allowed":
+            return self._decline(caller_sid, "not_allowed", language)
+        agent_language = s.agent_language_for(s.agent_number)
         with self._lock:
             call = self._by_sid.get(caller_sid)
             is_new = call is None
@@ -133,15 +165,14 @@ class CallControl:
                         caller_sid=caller_sid,
                         caller_number=caller_number,
                         dialled_number=dialled_number,
-                        caller_language=s.caller_language,
-                        agent_language=s.agent_language,
+                        caller_language=language,
+                        agent_language=agent_language,
                         metrics=self._metrics,
+                        leg_config=LegConfig.from_settings(s),
                     )
                     self._by_sid[caller_sid] = call
         if call is None:
-            log.warning("call=%s declined: MAX_CONCURRENT_CALLS reached", caller_sid)
-            self._metrics.calls_refused.labels("all_busy").inc()
-            return say_and_hang_up(prompt("all_busy", s.caller_language))
+            return self._decline(caller_sid, "all_busy", language)
         if is_new:
             # Twilio may retry a slow webhook; a retry gets the same TwiML and no second dial.
             self._metrics.calls_started.inc()
@@ -149,16 +180,37 @@ class CallControl:
             self._ensure_watchdog()
             call.log.info(
                 "answered; dialling the agent (languages %s/%s, engine %s)",
-                s.caller_language,
-                s.agent_language,
+                call.caller_language,
+                call.agent_language,
                 self._engine.name,
             )
             threading.Thread(
                 target=self._setup, args=(call,), name=f"call-setup:{caller_sid[-6:]}", daemon=True
             ).start()
-        return connect_stream(
-            s.stream_url(MEDIA_PATH), caller_sid, "caller", prompt("connecting", s.caller_language)
-        )
+        greeting = self._prompts.prompt("connecting", call.caller_language)
+        return connect_stream(s.stream_url(MEDIA_PATH), caller_sid, "caller", greeting)
+
+    @property
+    def _lead(self) -> str:
+        return self._settings.lead_language
+
+    def _refusal(self, caller_sid: str, caller_number: str) -> PromptName | None:
+        s = self._settings
+        if s.allowed_callers and caller_number not in s.allowed_callers:
+            return "not_allowed"
+        with self._lock:
+            if caller_sid in self._by_sid:
+                return None  # already admitted (a retried webhook)
+            active = len({id(c) for c in self._by_sid.values()})
+        return "all_busy" if active >= s.max_concurrent_calls else None
+
+    def _decline(self, caller_sid: str, reason: PromptName, language: str) -> str:
+        if reason == "not_allowed":
+            log.info("call=%s declined: caller not on ALLOWED_CALLERS", caller_sid)
+        else:
+            log.warning("call=%s declined: MAX_CONCURRENT_CALLS reached", caller_sid)
+        self._metrics.calls_refused.labels(reason).inc()
+        return say_and_hang_up(self._prompts.prompt(reason, language))
 
     def _setup(self, call: Call) -> None:
         s = self._settings
@@ -166,8 +218,8 @@ class CallControl:
             # Sessions open now, while the caller hears the greeting and the agent's phone
             # rings, so nobody's first words are lost to connection set-up.
             directions: tuple[tuple[Direction, str], ...] = (
-                ("caller_to_agent", s.agent_language),
-                ("agent_to_caller", s.caller_language),
+                ("caller_to_agent", call.agent_language),
+                ("agent_to_caller", call.caller_language),
             )
             for direction, language in directions:
                 spec = SessionSpec(call.sid, direction, language)
@@ -175,8 +227,10 @@ class CallControl:
                 call.sessions[direction] = session
                 session.start()
             agent_twiml = connect_stream(
-                s.stream_url(MEDIA_PATH), call.sid, "agent", prompt("agent_intro", s.agent_language)
+                s.stream_url(MEDIA_PATH), call.sid, "agent", self._whisper(call)
             )
+            # A Twilio Client identity is an app, never a voicemail box: no detection there.
+            detect = s.agent_machine_detection and not s.agent_number.startswith("client:")
             agent_sid = self._rest.dial(
                 DialRequest(
                     to=s.agent_number,
@@ -184,6 +238,7 @@ class CallControl:
                     twiml=agent_twiml,
                     status_callback=s.public_url(STATUS_PATH),
                     timeout_s=s.agent_dial_timeout_s,
+                    amd_callback=s.public_url(AMD_PATH) if detect else None,
                 )
             )
         except TwilioRestError as exc:
@@ -201,6 +256,14 @@ class CallControl:
             self._quietly(call, "cancel the agent", lambda: self._rest.hang_up(agent_sid, False))
             return
         call.log.info("agent leg %s dialled", agent_sid)
+
+    def _whisper(self, call: Call) -> Prompt:
+        """What the agent hears first: an interpreted call, and the caller's language."""
+        table = self._prompts.languages
+        caller_language = table[call.agent_language].name_of(call.caller_language)
+        return self._prompts.prompt(
+            "agent_whisper", call.agent_language, caller_language=caller_language
+        )
 
     # -- status callbacks -------------------------------------------------------------------
 
@@ -226,6 +289,18 @@ class CallControl:
             with call.lock:
                 call.caller_live = False
             self.end(call, "caller_hung_up")
+        return True
+
+    def on_answered_by(self, call_sid: str, answered_by: str) -> bool:
+        """Twilio's answering machine detection result for the agent leg; False when the call
+        is not (or no longer) ours. A machine ends the call like an unanswered phone."""
+        call = self.find(call_sid)
+        if call is None or call.role_of(call_sid) != "agent":
+            return False
+        call.log.info("agent leg answered by %s", answered_by)
+        if answered_by in MACHINE_ANSWERS:
+            detail = f"AnsweredBy={answered_by}"
+            self.end(call, "agent_machine", notice="agent_unavailable", detail=detail)
         return True
 
     # -- Media Streams ----------------------------------------------------------------------
@@ -350,7 +425,7 @@ class CallControl:
     ) -> None:
         """Say ``notice`` and hang up (one redirect), or just hang up."""
         if notice is not None:
-            twiml = say_and_hang_up(prompt(notice, language))
+            twiml = say_and_hang_up(self._prompts.prompt(notice, language))
             if self._quietly(call, f"tell {sid}", lambda: self._rest.redirect(sid, twiml)):
                 return
         self._quietly(call, f"hang up {sid}", lambda: self._rest.hang_up(sid, answered))

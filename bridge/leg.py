@@ -1,9 +1,10 @@
-"""One party's side of a call: its Media Stream socket and the audio written into it.
+"""One party's side of a call: its Media Stream socket and what it hears.
 
 Concurrency: the Media Stream's request thread only *reads* the socket. A per-leg writer
-thread is the socket's single writer: it drains the leg's :class:`Playout` (frames, marks) and
-is the one that closes the socket. Audio for the leg (``play``) arrives from the engine's
-threads; the leg owns the 24 → 8 kHz resampler of that outbound stream.
+thread is the socket's single writer: it drains the leg's :class:`Playout` (frames, marks,
+clears) and is the one that closes the socket. Audio for the leg arrives from other threads
+(the engine's readers, the other party's stream); the leg owns the 24 → 8 kHz resampler of its
+outbound stream and guards it with its own lock.
 """
 
 from __future__ import annotations
@@ -11,17 +12,31 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from bridge.audio import ENGINE_RATE_HZ, TWILIO_RATE_HZ, Pcm16, pcm16_to_ulaw
+import numpy as np
+
+from bridge.audio import ENGINE_RATE_HZ, TWILIO_RATE_HZ, Pcm16, Samples, pcm16_to_ulaw
 from bridge.logs import call_logger
 from bridge.metrics import Metrics
-from bridge.playout import Frame, Playout
+from bridge.mixer import db_to_gain, echo_likeness, scale
+from bridge.playout import ClearOut, Frame, Playout
 from bridge.resample import Downsampler24kTo8k
-from bridge.twilio_media import mark_message, media_message
+from bridge.settings import Settings
+from bridge.twilio_media import clear_message, mark_message, media_message
 
 Role = Literal["caller", "agent"]
 JOIN_TIMEOUT_S = 2.0
+# With the passthrough on, frames carry live audio, so Twilio's buffer is kept shallow; 100 ms
+# absorbs network jitter towards Twilio. Without it, a second of translation may be queued.
+LEAD_WITH_PASSTHROUGH_S = 0.1
+LEAD_TRANSLATION_ONLY_S = 1.0
+# Telling echo from the party talking over the translation (double talk): every ECHO_CHECK_S
+# the last ECHO_CHECK_S of microphone audio is correlated with what we played lately; an echo
+# is a delayed, scaled copy of it whatever its level, the party's own voice is not.
+ECHO_CHECK_S = 0.2
+ECHO_LIKENESS = 0.5
 
 
 class MediaSocket(Protocol):
@@ -32,20 +47,56 @@ class MediaSocket(Protocol):
     def close(self, reason: int | None = None, message: str | None = None) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class LegConfig:
+    """The listening-experience settings a leg needs (see Settings)."""
+
+    passthrough_db: float | None = None
+    duck_db: float = 0.0
+    echo_guard_db: float | None = None
+    backlog_max_s: float = 10.0
+    backlog_policy: str = "drop-oldest"
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> LegConfig:
+        return cls(s.passthrough_db, s.duck_db, s.echo_guard_db, s.backlog_max_s, s.backlog_policy)
+
+
 class CallLeg:
     def __init__(
         self,
         call_sid: str,
         role: Role,
         metrics: Metrics,
+        config: LegConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        config = config or LegConfig()
         self.role: Role = role
         self._log = call_logger(__name__, call_sid, role)
         self._metrics = metrics
         self._clock = clock
         self._cond = threading.Condition()
-        self._playout = Playout(observe=self._observe, mark_prefix=f"{role[0]}")
+        lead = (
+            LEAD_WITH_PASSTHROUGH_S
+            if config.passthrough_db is not None
+            else (LEAD_TRANSLATION_ONLY_S)
+        )
+        self._playout = Playout(
+            max_ahead_s=lead,
+            backlog_max_s=config.backlog_max_s,
+            policy=config.backlog_policy,
+            passthrough_db=config.passthrough_db,
+            duck_db=config.duck_db,
+            observe=self._observe,
+            mark_prefix=f"{role[0]}",
+        )
+        self._guard_gain = (
+            None if config.echo_guard_db is None else db_to_gain(config.echo_guard_db)
+        )
+        self._mic = np.zeros(0, dtype=np.int16)  # the last ECHO_CHECK_S heard from this party
+        self._mic_checked = 0  # samples since the last check
+        self._echo_like = True
         self._downsampler = Downsampler24kTo8k()
         self._resample_lock = threading.Lock()
         self._ws: MediaSocket | None = None
@@ -74,33 +125,83 @@ class CallLeg:
         return True
 
     def play(self, audio: Pcm16, received_at: float) -> None:
-        """Queue audio for this party to hear (24 kHz from the engine, or 8 kHz from relay).
+        """Queue translated audio (24 kHz from the engine, or 8 kHz from relay) for this party.
 
         Two engine sessions can deliver at once (the old one flushing while its replacement
         starts), so the stateful resampler is used under its own lock.
         """
         with self._resample_lock:
             if audio.rate_hz == ENGINE_RATE_HZ:
-                audio = Pcm16(self._downsampler.process(audio.samples), TWILIO_RATE_HZ)
-            elif audio.rate_hz != TWILIO_RATE_HZ:
+                samples = self._downsampler.process(audio.samples)
+            elif audio.rate_hz == TWILIO_RATE_HZ:
+                samples = audio.samples
+            else:
                 raise ValueError(f"cannot play {audio.rate_hz} Hz audio")
-            ulaw = pcm16_to_ulaw(audio)
         with self._cond:
             if self._closing:
                 return
-            dropped_before = self._playout.dropped_bytes
-            self._playout.push(ulaw, received_at)
-            dropped = self._playout.dropped_bytes - dropped_before
+            before = self._playout.dropped_samples, self._playout.cleared_samples
+            self._playout.push(samples, received_at, self._clock())
+            dropped = self._playout.dropped_samples - before[0]
+            cleared = self._playout.cleared_samples - before[1]
             self._cond.notify()
         if dropped:
             self._metrics.audio_dropped_seconds.labels("playout_backlog").inc(
                 dropped / TWILIO_RATE_HZ
             )
+        if cleared:
+            self._metrics.audio_dropped_seconds.labels("playout_cleared").inc(
+                cleared / TWILIO_RATE_HZ
+            )
+
+    def hear_other_party(self, audio: Pcm16) -> None:
+        """The other party's own voice, to be mixed quietly under the translation."""
+        with self._cond:
+            if self._closing:
+                return
+            self._playout.push_passthrough(audio.samples)
+            self._cond.notify()
+
+    def guard_input(self, audio: Pcm16) -> Pcm16:
+        """This party's microphone audio, attenuated while our translation may be echoing in it.
+
+        Only audio that looks like an echo of what we played is attenuated: the party talking
+        over the translation still goes through.
+        """
+        if self._guard_gain is None:
+            return audio
+        now = self._clock()
+        with self._cond:
+            audible = self._playout.translation_audible(now)
+            played = self._playout.played()
+        if not audible:
+            # Until the first check of the next playback, assume its echo: the first syllables
+            # of an echo are enough for the model to start translating it back.
+            self._echo_like = True
+            self._mic_checked = 0
+            return audio
+        if self._looks_like_echo(audio.samples, played):
+            self._metrics.echo_guarded_seconds.labels(self.role).inc(
+                len(audio.samples) / audio.rate_hz
+            )
+            return Pcm16(scale(audio.samples, self._guard_gain), audio.rate_hz)
+        return audio
+
+    def _looks_like_echo(self, samples: Samples, played: Samples) -> bool:
+        """Re-decided every ECHO_CHECK_S (called from this party's stream thread only)."""
+        window = int(ECHO_CHECK_S * TWILIO_RATE_HZ)
+        self._mic = np.concatenate((self._mic, samples))[-window:]
+        self._mic_checked += len(samples)
+        if self._mic_checked >= window // 2 and len(self._mic) == window:
+            self._mic_checked = 0
+            self._echo_like = echo_likeness(self._mic, played) >= ECHO_LIKENESS
+        return self._echo_like
 
     def on_mark(self, name: str) -> None:
         """Twilio played everything we queued before mark ``name``."""
         self.marks_heard += 1
-        self._log.debug("heard up to mark %s", name)
+        with self._cond:
+            self._playout.on_mark(name, self._clock())
 
     def close(self, close_code: int | None = None) -> None:
         """Stop writing and close the socket (by the writer thread). Idempotent."""
@@ -134,8 +235,11 @@ class CallLeg:
                         return
                 for item in out:
                     if isinstance(item, Frame):
-                        ws.send(media_message(stream_sid, item.ulaw))
+                        ulaw = pcm16_to_ulaw(Pcm16(item.pcm, TWILIO_RATE_HZ))
+                        ws.send(media_message(stream_sid, ulaw))
                         frames.inc()
+                    elif isinstance(item, ClearOut):
+                        ws.send(clear_message(stream_sid))
                     else:
                         ws.send(mark_message(stream_sid, item.name))
         except Exception as exc:  # noqa: BLE001 - thread boundary: a dead socket ends the leg

@@ -45,6 +45,12 @@ class Metrics:
             ["where"],
             registry=r,
         )
+        self.echo_guarded_seconds = Counter(
+            "bridge_echo_guarded_seconds",
+            "Microphone audio attenuated because our translation may be echoing in it",
+            ["leg"],
+            registry=r,
+        )
         self.bad_messages = Counter(
             "bridge_bad_media_messages",
             "Media Stream messages refused or ignored",

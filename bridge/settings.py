@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
-from bridge.prompts import prompt_languages
+from bridge.languages import DEFAULT_LANGUAGES_FILE, LanguageFileError
+from bridge.prompts import DEFAULT_PROMPTS_FILE, PromptBook, PromptFileError, load_prompts
 
 # gpt-realtime-translate outputs speech in these languages only (OpenAI's translation guide).
 OPENAI_OUTPUT_LANGUAGES = frozenset(
@@ -64,6 +65,12 @@ class Settings:
     echo_guard_db: float | None = -30.0
     backlog_max_s: float = 3.0
     backlog_policy: str = "drop-oldest"
+    # Languages and prompts (config/languages.json, config/prompts.json): see the README.
+    caller_languages: tuple[str, ...] = ("es",)  # what the caller may choose; the first leads
+    agent_languages: tuple[tuple[str, str], ...] = ()  # (number dialled, its agent's language)
+    agent_machine_detection: bool = True
+    languages_file: Path = DEFAULT_LANGUAGES_FILE
+    prompts_file: Path = DEFAULT_PROMPTS_FILE
 
     @property
     def public_host(self) -> str:
@@ -76,6 +83,15 @@ class Settings:
 
     def public_url(self, path: str) -> str:
         return f"{self.public_base_url}{path}"
+
+    @property
+    def lead_language(self) -> str:
+        """The language spoken before a caller has chosen one: the first of CALLER_LANGUAGES."""
+        return self.caller_languages[0]
+
+    def agent_language_for(self, number: str) -> str:
+        """The language of the agent at ``number`` (AGENT_LANGUAGES, else AGENT_LANGUAGE)."""
+        return dict(self.agent_languages).get(number, self.agent_language)
 
     @classmethod
     def from_env(
@@ -205,8 +221,6 @@ def _parse(env: Mapping[str, str]) -> Settings:
             raise ConfigError(
                 f"{name}: {code!r} is not a language the translation model can speak ({allowed})"
             )
-        if code not in prompt_languages():
-            raise ConfigError(f"{name}: {code!r} has no prompts in twiml/prompts.json")
         languages[name] = code
 
     transcription = _get(env, "TRANSCRIPTION_MODEL") or "gpt-realtime-whisper"
@@ -214,6 +228,9 @@ def _parse(env: Mapping[str, str]) -> Settings:
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL: {level!r} is not DEBUG, INFO, WARNING or ERROR")
 
+    langs = _language_settings(
+        env, engine, languages["CALLER_LANGUAGE"], languages["AGENT_LANGUAGE"]
+    )
     return Settings(
         public_base_url=public,
         twilio_account_sid=sid,
@@ -242,7 +259,121 @@ def _parse(env: Mapping[str, str]) -> Settings:
         shutdown_grace_s=_int(env, "SHUTDOWN_GRACE_SECONDS", 120, 0, 3600),
         passthrough_db=_db(env, "PASSTHROUGH_DB", -14.0 if engine != "relay" else None, -60),
         duck_db=_db(env, "DUCK_DB", -12.0, -60) or 0.0,
-        echo_guard_db=_db(env, "ECHO_GUARD_DB", -30.0, -120),
+        echo_guard_db=_db(env, "ECHO_GUARD_DB", -30.0 if engine != "relay" else None, -120),
         backlog_max_s=_seconds(env, "BACKLOG_MAX_SECONDS", 3.0, 0.5, 60.0),
         backlog_policy=_choice(env, "BACKLOG_POLICY", ("drop-oldest", "clear")),
+        caller_languages=langs.caller_languages,
+        agent_languages=langs.agent_languages,
+        agent_machine_detection=_switch(env, "AGENT_MACHINE_DETECTION", default=True),
+        languages_file=langs.languages_file,
+        prompts_file=langs.prompts_file,
+    )
+
+
+# -- languages and prompts -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _LanguageSettings:
+    caller_languages: tuple[str, ...]
+    agent_languages: tuple[tuple[str, str], ...]
+    languages_file: Path
+    prompts_file: Path
+
+
+def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
+    raw = _get(env, name)
+    return default if raw is None else Path(raw).expanduser().resolve()
+
+
+def _switch(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    if raw.lower() in ("on", "true", "yes", "1"):
+        return True
+    if raw.lower() in ("off", "false", "no", "0"):
+        return False
+    raise ConfigError(f"{name}: {raw!r} is not on or off")
+
+
+def _check_language(name: str, code: str, engine: str, book: PromptBook) -> None:
+    """A language the bridge will speak: in the table, speakable, with every prompt."""
+    table = book.languages
+    if code not in table:
+        known = " ".join(table.codes)
+        raise ConfigError(f"{name}: {code!r} is not a language of {table.path} ({known})")
+    if engine == "openai" and code not in OPENAI_OUTPUT_LANGUAGES:
+        allowed = " ".join(sorted(OPENAI_OUTPUT_LANGUAGES))
+        raise ConfigError(
+            f"{name}: {code!r} is not a language the translation model can speak ({allowed})"
+        )
+    missing = book.missing(code)
+    if missing:
+        raise ConfigError(f"{name}: {code!r} has no {', '.join(missing)} in {book.path}")
+
+
+def _caller_languages(
+    env: Mapping[str, str], engine: str, book: PromptBook, default: str
+) -> tuple[str, ...]:
+    raw = _get(env, "CALLER_LANGUAGES")
+    if raw is None:
+        return (default,)
+    codes = [c.strip().lower() for c in raw.split(",") if c.strip()]
+    if not codes:
+        raise ConfigError("CALLER_LANGUAGES: lists no language")
+    by_digit: dict[str, str] = {}
+    for code in codes:
+        _check_language("CALLER_LANGUAGES", code, engine, book)
+        if codes.count(code) > 1:
+            raise ConfigError(f"CALLER_LANGUAGES: {code!r} is listed twice")
+        digit = book.languages[code].digit
+        if digit in by_digit:
+            # One key must pick one language; the digits live in the table, so say where.
+            raise ConfigError(
+                f"CALLER_LANGUAGES: {by_digit[digit]} and {code} both use key {digit} in "
+                f"{book.languages.path}; offer one of them or give one another digit there"
+            )
+        by_digit[digit] = code
+    return tuple(codes)
+
+
+def _agent_languages(
+    env: Mapping[str, str], engine: str, book: PromptBook
+) -> tuple[tuple[str, str], ...]:
+    raw = _get(env, "AGENT_LANGUAGES")
+    pairs: dict[str, str] = {}
+    for item in (raw or "").split(","):
+        if not item.strip():
+            continue
+        # rpartition: a sip: address may itself contain '=' (sip:a@b;transport=tls=de).
+        number, sep, code = item.strip().rpartition("=")
+        number, code = number.strip(), code.strip().lower()
+        if not sep or not _DIALABLE.match(number):
+            raise ConfigError(f"AGENT_LANGUAGES: {item.strip()!r} is not number=language")
+        if number in pairs:
+            raise ConfigError(f"AGENT_LANGUAGES: {number} is listed twice")
+        _check_language("AGENT_LANGUAGES", code, engine, book)
+        pairs[number] = code
+    return tuple(pairs.items())
+
+
+def _language_settings(
+    env: Mapping[str, str], engine: str, caller_language: str, agent_language: str
+) -> _LanguageSettings:
+    languages_file = _path(env, "LANGUAGES_FILE", DEFAULT_LANGUAGES_FILE)
+    prompts_file = _path(env, "PROMPTS_FILE", DEFAULT_PROMPTS_FILE)
+    try:
+        book = load_prompts(prompts_file, languages_file)
+    except LanguageFileError as exc:
+        raise ConfigError(f"LANGUAGES_FILE: {exc}") from None
+    except PromptFileError as exc:
+        raise ConfigError(f"PROMPTS_FILE: {exc}") from None
+    _check_language("CALLER_LANGUAGE", caller_language, engine, book)
+    _check_language("AGENT_LANGUAGE", agent_language, engine, book)
+    return _LanguageSettings(
+        caller_languages=_caller_languages(env, engine, book, caller_language),
+        agent_languages=_agent_languages(env, engine, book),
+        languages_file=languages_file,
+        prompts_file=prompts_file,
     )

@@ -51,6 +51,8 @@ class DialRequest:
     twiml: str
     status_callback: str
     timeout_s: int
+    # Where Twilio posts its answering machine detection result; None: no detection.
+    amd_callback: str | None = None
 
 
 class TwilioRest:
@@ -75,6 +77,7 @@ class TwilioRest:
                 status_callback_method="POST",
                 status_callback_event=["initiated", "ringing", "answered", "completed"],
                 timeout=req.timeout_s,
+                **_machine_detection(req.amd_callback),
             )
         except (TwilioException, OSError) as exc:
             raise TwilioRestError(f"dialling {req.to} failed: {_describe(exc)}") from exc
@@ -107,6 +110,20 @@ class TwilioRest:
         except (TwilioException, OSError) as exc:
             raise TwilioRestError(f"updating {call_sid} failed: {_describe(exc)}") from exc
         return True
+
+
+def _machine_detection(callback: str | None) -> dict[str, str]:
+    """Asynchronous AMD: the agent's TwiML (whisper, stream) runs at once, as for a human, and
+    the verdict arrives later at ``callback``; "Enable" reports a machine as soon as it is
+    recognised instead of waiting for the greeting's beep."""
+    if callback is None:
+        return {}
+    return {
+        "machine_detection": "Enable",
+        "async_amd": "true",
+        "async_amd_status_callback": callback,
+        "async_amd_status_callback_method": "POST",
+    }
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,4 +1,5 @@
-"""HTTP endpoints: Twilio's voice and status webhooks, health and metrics.
+"""HTTP endpoints: Twilio's webhooks (voice, language menu, status, machine detection),
+health and metrics.
 
 Every ``/twilio/*`` request and the Media Stream upgrade is signature-checked in a
 ``before_request`` hook, which runs before flask-sock completes the WebSocket handshake, so a
@@ -13,9 +14,9 @@ from flask import Blueprint, Response, abort, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
-from bridge.control import MEDIA_PATH, STATUS_PATH, CallControl, Draining
+from bridge.control import AMD_PATH, MEDIA_PATH, STATUS_PATH, CallControl, Draining
+from bridge.language_menu import LANGUAGE_PATH, MENU_ATTEMPTS, LanguageMenu
 from bridge.metrics import Metrics
-from bridge.prompts import prompt
 from bridge.settings import Settings
 from bridge.signatures import SignatureChecker
 from bridge.twiml import say_and_hang_up
@@ -32,6 +33,22 @@ bp = Blueprint("webhooks", __name__)
 def _control() -> CallControl:
     control: CallControl = current_app.extensions["bridge.control"]
     return control
+
+
+def _settings() -> Settings:
+    settings: Settings = current_app.extensions["bridge.settings"]
+    return settings
+
+
+def _menu() -> LanguageMenu:
+    settings = _settings()
+    return LanguageMenu(
+        settings.caller_languages, _control().prompts, settings.public_url(LANGUAGE_PATH)
+    )
+
+
+def _twiml(document: str) -> Response:
+    return Response(document, mimetype="text/xml")
 
 
 def check_signatures() -> None:
@@ -63,20 +80,57 @@ def _require(*names: str) -> dict[str, str]:
     return values
 
 
-@bp.post(VOICE_PATH)
-def voice() -> Response:
-    """ "A call comes in": greet, connect the caller's stream, dial the agent."""
-    settings: Settings = current_app.extensions["bridge.settings"]
+def _call_form() -> dict[str, str]:
     form = _require("CallSid", "From", "To")
     account = request.form.get("AccountSid")
-    if account is not None and account != settings.twilio_account_sid:
+    if account is not None and account != _settings().twilio_account_sid:
         abort(403)  # signed with our token, but for another account: not ours to answer
+    return form
+
+
+@bp.post(VOICE_PATH)
+def voice() -> Response:
+    """ "A call comes in": greet, connect the caller's stream, dial the agent; or, with more
+    than one caller language, first ask which one (admission is checked before the menu)."""
+    form = _call_form()
+    control = _control()
     try:
-        twiml = _control().answer(form["CallSid"], form["From"], form["To"])
+        if len(_settings().caller_languages) == 1:
+            return _twiml(control.answer(form["CallSid"], form["From"], form["To"]))
+        declined = control.screen(form["CallSid"], form["From"])
     except Draining:
         # Shutting down: a 5xx makes Twilio use the number's fallback URL (another instance).
         return Response("shutting down\n", status=503, mimetype="text/plain")
-    return Response(twiml, mimetype="text/xml")
+    return _twiml(declined if declined is not None else _menu().offer(1))
+
+
+@bp.post(LANGUAGE_PATH)
+def language() -> Response:
+    """The menu's answer (``Digits`` or ``SpeechResult``), or its silence (the ``<Redirect>``
+    after the ``<Gather>``). ``attempt`` is in the signed URL, so a caller cannot forge it."""
+    form = _call_form()
+    attempt = request.args.get("attempt", "")
+    if not attempt.isdigit() or not 1 <= int(attempt) <= MENU_ATTEMPTS:
+        abort(Response("bad attempt\n", status=400, mimetype="text/plain"))
+    menu = _menu()
+    sid = form["CallSid"]
+    digits, speech = request.form.get("Digits", ""), request.form.get("SpeechResult", "")
+    choice = menu.choose(digits, speech)
+    if choice is None:
+        # What was heard, so an operator can see which names callers use (and add them).
+        heard = f"key {digits!r}" if digits else f"speech {speech[:80]!r}" if speech else "nothing"
+        log.info("call=%s language menu attempt %s: no choice in %s", sid, attempt, heard)
+        if int(attempt) < MENU_ATTEMPTS:
+            return _twiml(menu.offer(int(attempt) + 1))
+        _metrics().calls_refused.labels("no_language").inc()
+        return _twiml(menu.give_up())
+    log.info("call=%s chose %s (attempt %s)", sid, choice, attempt)
+    control = _control()
+    try:
+        return _twiml(control.answer(sid, form["From"], form["To"], caller_language=choice))
+    except Draining:
+        # Twilio has no fallback for an action URL: tell the caller ourselves.
+        return _twiml(say_and_hang_up(control.prompts.prompt("shutdown", choice)))
 
 
 @bp.post(STATUS_PATH)
@@ -88,6 +142,15 @@ def status() -> Response:
     return Response(status=204)
 
 
+@bp.post(AMD_PATH)
+def answered_by() -> Response:
+    """Answering machine detection for the agent leg (asynchronous: the call already runs)."""
+    form = _require("CallSid", "AnsweredBy")
+    if not _control().on_answered_by(form["CallSid"], form["AnsweredBy"].lower()):
+        log.info("machine detection result for a call that is not (or no longer) ours: ignored")
+    return Response(status=204)
+
+
 @bp.app_errorhandler(Exception)
 def unexpected(exc: Exception) -> Response | HTTPException:
     """A bug must not leave a caller with Twilio's "application error" or make Twilio retry:
@@ -95,11 +158,10 @@ def unexpected(exc: Exception) -> Response | HTTPException:
     if isinstance(exc, HTTPException):
         return exc  # 4xx and friends keep their own answer
     log.exception("unhandled error in %s %s", request.method, request.path)
-    if request.path == VOICE_PATH:
-        settings: Settings = current_app.extensions["bridge.settings"]
-        twiml = say_and_hang_up(prompt("interpreter_unavailable", settings.caller_language))
-        return Response(twiml, mimetype="text/xml")
-    if request.path == STATUS_PATH:
+    if request.path in (VOICE_PATH, LANGUAGE_PATH):
+        notice = _control().prompts.prompt("interpreter_unavailable", _settings().lead_language)
+        return _twiml(say_and_hang_up(notice))
+    if request.path in (STATUS_PATH, AMD_PATH):
         return Response(status=204)
     return Response("internal error\n", status=500, mimetype="text/plain")
 
@@ -109,8 +171,12 @@ def healthz() -> Response:
     return Response("ok\n", mimetype="text/plain")
 
 
-@bp.get("/metrics")
-def metrics() -> Response:
+def _metrics() -> Metrics:
     registry = current_app.extensions["bridge.metrics"]
     assert isinstance(registry, Metrics)
-    return Response(generate_latest(registry.registry), mimetype=CONTENT_TYPE_LATEST)
+    return registry
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    return Response(generate_latest(_metrics().registry), mimetype=CONTENT_TYPE_LATEST)

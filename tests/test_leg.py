@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from bridge.audio import Pcm16, ulaw_to_pcm16
-from bridge.leg import CallLeg
+from bridge.leg import CallLeg, LegConfig
 from bridge.metrics import Metrics
 
 
@@ -89,4 +89,55 @@ def test_relay_audio_at_8k_passes_without_resampling() -> None:
     leg.play(ulaw_to_pcm16(ulaw), time.monotonic())
     assert wait_until(lambda: len(ws.media()) == len(ulaw))
     assert ws.media().replace(b"\x7f", b"\xff") == ulaw.replace(b"\x7f", b"\xff")
+    leg.close()
+
+
+def test_echo_guard_attenuates_echo_of_what_was_played_but_not_other_speech() -> None:
+    now = [0.0]
+    ws = RecordingSocket()
+    config = LegConfig(echo_guard_db=-30.0)
+    leg = CallLeg("CAtest", "agent", Metrics(), config, clock=lambda: now[0])
+    leg.attach(ws, "MZtest")
+    leg.play(utterance(4800 * 3), received_at=0.0)  # 600 ms of translation
+    assert wait_until(lambda: any(m["event"] == "mark" for m in ws.sent))
+    played = ulaw_to_pcm16(ws.media()).samples
+    # The phone sends back what it played, 6 dB down and 37 ms late.
+    echo = (played[:4000].astype(np.int32) // 2).astype(np.int16)
+    echo = np.concatenate((np.zeros(300, dtype=np.int16), echo))
+    for i in range(0, 3200, 160):
+        guarded = leg.guard_input(Pcm16(echo[i : i + 160], 8000))
+        assert np.abs(guarded.samples).max() <= np.abs(echo[i : i + 160]).max() * 0.032 + 1
+    # The agent talking over the translation (another voice) is let through within 200 ms.
+    t = np.arange(3200)
+    voice = 6000 * np.sin(2 * np.pi * 1230 * t / 8000) * np.sin(2 * np.pi * 3 * t / 8000)
+    passed = [
+        leg.guard_input(Pcm16(voice[i : i + 160].astype(np.int16), 8000)).samples
+        for i in range(0, 3200, 160)
+    ]
+    assert all(
+        np.array_equal(p, voice[i * 160 : (i + 1) * 160].astype(np.int16))
+        for i, p in enumerate(passed)
+        if i >= 10
+    )
+    now[0] = 0.6 + 0.5 + 0.1  # played out, echo tail over: nothing is guarded
+    quiet_echo = Pcm16(echo[:160], 8000)
+    assert leg.guard_input(quiet_echo) is quiet_echo
+    leg.close()
+
+
+def test_passthrough_reaches_the_listener_at_its_level() -> None:
+    ws = RecordingSocket()
+    leg = CallLeg("CAtest", "caller", Metrics(), LegConfig(passthrough_db=-14.0))
+    leg.attach(ws, "MZtest")
+    voice = utterance(480 * 3 * 10).samples[::3][:1600]
+    for i in range(10):
+        leg.hear_other_party(Pcm16(voice[i * 160 : (i + 1) * 160], 8000))
+        time.sleep(0.02)
+    assert wait_until(lambda: len(ws.media()) >= 1280)
+    heard = ulaw_to_pcm16(ws.media()).samples[160:1280]
+    level = 20 * np.log10(
+        np.sqrt(np.mean(heard.astype(float) ** 2))
+        / np.sqrt(np.mean(voice[160:1280].astype(float) ** 2))
+    )
+    assert abs(level + 14.0) < 0.5  # μ-law quantisation costs a little
     leg.close()

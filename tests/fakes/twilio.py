@@ -4,9 +4,12 @@
 base URL is ``bridge_url`` (``http://127.0.0.1:PORT``):
 
 * ``place_call(audio)`` is a caller dialling in: the signed voice webhook, then the TwiML it
-  returns (``<Say>``, ``<Connect><Stream>`` …) on a call executor thread;
+  returns (``<Say>``, ``<Gather>``, ``<Redirect>``, ``<Connect><Stream>`` …) on a call executor
+  thread; ``gather_answers`` scripts what the caller answers each ``<Gather>`` (keys, speech or
+  silence), posted signed to its action as Twilio does;
 * the bridge's ``client.calls.create(...)`` (SDK pointed at ``rest_base_url``) dials a party that
-  behaves per :class:`DialBehaviour` and reports progress through signed status callbacks;
+  behaves per :class:`DialBehaviour` and reports progress through signed status callbacks,
+  and, with ``MachineDetection``, its answering machine verdict (``DialBehaviour.answered_by``);
 * every stream is a real WebSocket client speaking Twilio's Media Streams protocol in real time.
 
 Concurrency: the REST server has its own threads; each call has one executor thread; each stream
@@ -34,6 +37,7 @@ from tests.fakes.audio import (
     load_wav,
 )
 from tests.fakes.twilio_call import DialBehaviour, FakeCall
+from tests.fakes.twilio_input import GatherAnswer
 from tests.fakes.twilio_media import new_sid, sign
 from tests.fakes.twilio_rest import API_VERSION, Form, RestError, RestRequest, RestServer, first
 
@@ -46,6 +50,7 @@ __all__ = [
     "DialBehaviour",
     "FakeCall",
     "FakeTwilio",
+    "GatherAnswer",
     "WebhookRecord",
     "load_wav",
 ]
@@ -93,6 +98,7 @@ class FakeTwilio:
         voice_path: str = "/twilio/voice",
         max_call_s: float = 120.0,
         say_s_per_char: float = 0.0,
+        gather_wait_scale: float = 0.0,
     ) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
@@ -100,6 +106,9 @@ class FakeTwilio:
         self.voice_path = voice_path
         self.max_call_s = max_call_s
         self.say_s_per_char = say_s_per_char
+        # The share of a <Gather>'s timeout really waited when the party says nothing (0: the
+        # silence is over at once, so menu tests do not sit through it).
+        self.gather_wait_scale = gather_wait_scale
         self.default_dial = DialBehaviour()
         self.dial_behaviours: dict[str, DialBehaviour] = {}
         # Fault injection: every POST …/Calls.json fails with this error while it is set.
@@ -162,8 +171,12 @@ class FakeTwilio:
         hangup_after_s: float | None = None,
         status_callback: str | None = None,
         status_callback_events: frozenset[str] = frozenset(),
+        gather_answers: tuple[GatherAnswer | None, ...] = (),
     ) -> FakeCall:
-        """A caller dials the bridge's number: voice webhook, then run the TwiML answer."""
+        """A caller dials the bridge's number: voice webhook, then run the TwiML answer.
+
+        ``gather_answers``: the caller's answer to each ``<Gather>`` in turn (None: silence).
+        """
         sid = new_sid("CA")
         params = self._call_params(sid, "inbound", from_, to, "ringing")
         for prefix in ("Called", "Caller", "From", "To"):
@@ -178,7 +191,10 @@ class FakeTwilio:
         response = self.post_webhook(self.voice_path, params, kind="voice")
         twiml = response.text if response is not None and response.ok else None
         behaviour = DialBehaviour(
-            audio=caller_audio, echo_gain=echo_gain, hangup_after_s=hangup_after_s
+            audio=caller_audio,
+            echo_gain=echo_gain,
+            hangup_after_s=hangup_after_s,
+            gather_answers=gather_answers,
         )
         call = FakeCall(
             self,
@@ -291,9 +307,13 @@ class FakeTwilio:
 
         self._outbox.put(job)
 
-    def fetch_twiml(self, call: FakeCall, url: str, method: str) -> str | None:
-        """Ask the application for TwiML (Url=, <Redirect>, <Connect action>)."""
+    def fetch_twiml(
+        self, call: FakeCall, url: str, method: str, extra: Mapping[str, str] | None = None
+    ) -> str | None:
+        """Ask the application for TwiML (Url=, <Redirect>, <Connect action>, <Gather action>
+        with the input in ``extra``)."""
         params = self._call_params(call.sid, call.direction, call.from_, call.to, call.status)
+        params.update(extra or {})
         response = self.post_webhook(url, params, method=method.upper(), kind="twiml")
         if response is None or not response.ok:
             call.notes.append(f"11200: TwiML fetch from {url} failed")
@@ -345,6 +365,7 @@ class FakeTwilio:
             )
         events = frozenset(form.get("StatusCallbackEvent", [])) or frozenset({"completed"})
         behaviour = self.dial_behaviours.get(to, self.default_dial)
+        machine_detection = first(form, "MachineDetection")
         call = FakeCall(
             self,
             new_sid("CA"),
@@ -358,6 +379,10 @@ class FakeTwilio:
             status_callback_method=first(form, "StatusCallbackMethod") or "POST",
             status_callback_events=events,
             label="agent",
+            machine_detection=machine_detection,
+            async_amd=(first(form, "AsyncAmd") or "false").lower() == "true",
+            amd_callback=first(form, "AsyncAmdStatusCallback"),
+            amd_callback_method=first(form, "AsyncAmdStatusCallbackMethod") or "POST",
         )
         self._register(call)
         resource = call.resource()

@@ -1,9 +1,11 @@
 """One simulated phone call: its dialled party, its status life cycle and its TwiML executor.
 
 Each call runs one executor thread: ring (outbound), answer, run the TwiML verbs in order
-(``<Connect><Stream>`` blocks on a :class:`MediaStreamClient`), then end with a final status.
-Other threads (REST updates, the test) only set flags and an interrupt event; the executor acts
-on them, so call state has a single writer.
+(``<Connect><Stream>`` blocks on a :class:`MediaStreamClient`; ``<Gather>`` takes the party's
+next scripted answer and posts it to its action), then end with a final status. Other threads
+(REST updates, the test) only set flags and an interrupt event; the executor acts on them, so
+call state has a single writer. The one exception is asynchronous answering machine detection,
+whose verdict a timer posts while the TwiML runs, as Twilio does.
 """
 
 from __future__ import annotations
@@ -17,6 +19,13 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from tests.fakes import twiml as tw
+from tests.fakes.twilio_input import (
+    MACHINE_DETECTION_MODES,
+    GatherAnswer,
+    amd_params,
+    amd_verdict,
+    gather_params,
+)
 from tests.fakes.twilio_media import HeardFrame, InboundFilter, MediaStreamClient, echo_mixer
 from tests.fakes.twilio_rest import API_VERSION, rfc2822
 
@@ -34,7 +43,9 @@ class DialBehaviour:
 
     Once answered it speaks ``audio`` (8 kHz μ-law, then line silence), optionally hears itself
     back (``echo_gain`` of what it hears, ``echo_delay_s`` late; or any ``inbound_filter``) and
-    hangs up after ``hangup_after_s`` if set.
+    hangs up after ``hangup_after_s`` if set. Each ``<Gather>`` gets the next of
+    ``gather_answers`` (None, or none left: silence). With machine detection on, Twilio takes
+    ``amd_delay_s`` to decide the party is ``answered_by`` (human, machine_start, fax, …).
     """
 
     outcome: Outcome = "answer"
@@ -44,6 +55,9 @@ class DialBehaviour:
     echo_delay_s: float = 0.0
     hangup_after_s: float | None = None
     inbound_filter: InboundFilter | None = None  # overrides echo_gain when set
+    gather_answers: tuple[GatherAnswer | None, ...] = ()
+    answered_by: str = "human"
+    amd_delay_s: float = 0.5
 
 
 class Carrier(Protocol):
@@ -53,15 +67,21 @@ class Carrier(Protocol):
     auth_token: str
     max_call_s: float
     say_s_per_char: float
+    gather_wait_scale: float
 
     def post_status(self, call: FakeCall, status: str) -> None:
         """Queue a signed status callback for ``call``."""
 
-    def post_async(self, url: str, method: str, params: Mapping[str, str]) -> None:
+    def post_async(
+        self, url: str, method: str, params: Mapping[str, str], kind: str = "callback"
+    ) -> None:
         """Queue a signed webhook."""
 
-    def fetch_twiml(self, call: FakeCall, url: str, method: str) -> str | None:
-        """Request TwiML from the application (signed); None on failure."""
+    def fetch_twiml(
+        self, call: FakeCall, url: str, method: str, extra: Mapping[str, str] | None = None
+    ) -> str | None:
+        """Request TwiML from the application (signed), with ``extra`` fields; None on
+        failure."""
 
 
 class FakeCall:
@@ -82,6 +102,10 @@ class FakeCall:
         status_callback_method: str = "POST",
         status_callback_events: frozenset[str] = frozenset(),
         label: str = "",
+        machine_detection: str | None = None,
+        async_amd: bool = False,
+        amd_callback: str | None = None,
+        amd_callback_method: str = "POST",
     ) -> None:
         self.sid = sid
         self.direction = direction
@@ -101,6 +125,14 @@ class FakeCall:
         self.twiml_documents: list[str] = []
         self.streams: list[MediaStreamClient] = []
         self.notes: list[str] = []
+        self.gathers: list[tw.Gather] = []  # every <Gather> run, in order
+        self.gather_results: list[dict[str, str] | None] = []  # what each one posted
+        self.answered_by: str | None = None  # AMD's verdict, once reported
+        self.machine_detection = machine_detection
+        self.async_amd = async_amd
+        self.amd_callback = amd_callback
+        self.amd_callback_method = amd_callback_method
+        self._amd_timer: threading.Timer | None = None
         self.answered = threading.Event()
         self.ended = threading.Event()
         self.stream_closed_by_server = threading.Event()
@@ -182,7 +214,7 @@ class FakeCall:
             "price": None,
             "price_unit": "USD",
             "direction": self.direction,
-            "answered_by": None,
+            "answered_by": self.answered_by,
             "api_version": API_VERSION,
             "forwarded_from": None,
             "group_sid": None,
@@ -286,9 +318,10 @@ class FakeCall:
             self._final = self.behaviour.outcome
             return
         self._answer()
+        extra = self._detect_machine()
         document = self._initial_twiml
         if document is None and self._initial_url is not None:
-            document = self._carrier.fetch_twiml(self, self._initial_url, "POST")
+            document = self._carrier.fetch_twiml(self, self._initial_url, "POST", extra)
         if document is not None:
             self._execute_all(document)
 
@@ -338,6 +371,11 @@ class FakeCall:
             if isinstance(verb, tw.Redirect):
                 return self._carrier.fetch_twiml(self, verb.url, verb.method)
             self._answer()
+            if isinstance(verb, tw.Gather):
+                posted, next_document = self._gather(verb)
+                if posted:
+                    return next_document
+                continue
             if isinstance(verb, tw.Say):
                 self.says.append(verb)
                 self._wait(len(verb.text) * verb.loop * self._carrier.say_s_per_char)
@@ -351,6 +389,67 @@ class FakeCall:
                 self.notes.append("<Start><Stream> is listen-only: no audio can be played back")
             else:
                 self.notes.append(f"unsupported verb <{verb.tag}>")
+        return None
+
+    def _gather(self, verb: tw.Gather) -> tuple[bool, str | None]:
+        """Say the nested verbs, then take the party's next answer. ``(True, document)`` when
+        the action was requested (its TwiML replaces this document), ``(False, None)`` when
+        nothing was collected and the document goes on with the next verb."""
+        self.gathers.append(verb)
+        for nested in verb.nested:
+            if self._interrupted():
+                return True, None
+            if isinstance(nested, tw.Say):
+                self.says.append(nested)
+                self._wait(len(nested.text) * nested.loop * self._carrier.say_s_per_char)
+            else:
+                self._wait(nested.length_s)
+        answers = self.behaviour.gather_answers
+        answer = answers[len(self.gathers) - 1] if len(self.gathers) <= len(answers) else None
+        fields = gather_params(verb, answer)
+        self.gather_results.append(fields)
+        if fields is None:
+            if self._wait(verb.timeout_s * self._carrier.gather_wait_scale):
+                return True, None
+            if not verb.action_on_empty_result:
+                return False, None
+            fields = {}
+        if not verb.action:
+            self.notes.append("<Gather> without action: Twilio would re-request this document")
+            return True, None
+        return True, self._carrier.fetch_twiml(self, verb.action, verb.method, fields)
+
+    def _detect_machine(self) -> dict[str, str] | None:
+        """Answering machine detection after answer: synchronous AMD holds the TwiML until it
+        has a verdict (sent with a ``Url`` fetch); asynchronous AMD posts it to its callback
+        while the TwiML runs."""
+        mode = self.machine_detection
+        if mode is None:
+            return None
+        if mode not in MACHINE_DETECTION_MODES:
+            self.notes.append(f"MachineDetection={mode!r} is not Enable or DetectMessageEnd")
+            return None
+        delay = self.behaviour.amd_delay_s
+        verdict = amd_verdict(mode, self.behaviour.answered_by)
+        if not self.async_amd:
+            self._wait(delay)
+            self.answered_by = verdict
+            return {"AnsweredBy": verdict}
+        callback, method = self.amd_callback, self.amd_callback_method
+        if not callback:
+            self.notes.append("21262: asynchronous AMD without AsyncAmdStatusCallback")
+            return None
+
+        def report() -> None:
+            if self.ended.is_set():
+                return
+            self.answered_by = verdict
+            params = amd_params(self._carrier.account_sid, self.sid, verdict, delay)
+            self._carrier.post_async(callback, method, params, "amd")
+
+        self._amd_timer = threading.Timer(delay, report)
+        self._amd_timer.daemon = True
+        self._amd_timer.start()
         return None
 
     def _stream_event(self, spec: tw.StreamSpec, client: MediaStreamClient, event: str) -> None:
@@ -414,6 +513,9 @@ class FakeCall:
         self._stream_event(spec, client, "stream-stopped")
 
     def _finish(self) -> None:
+        if self._amd_timer is not None:
+            self._amd_timer.cancel()  # a call that ended before detection reports nothing
+            self._amd_timer.join()
         for client in list(self.streams):
             client.stop("shutdown")
             client.join()

@@ -80,13 +80,37 @@ class StartStream:
 
 
 @dataclass(frozen=True, slots=True)
+class Gather:
+    """``<Gather>``: say the nested ``<Say>``/``<Pause>`` while listening for keys or speech.
+
+    Attributes keep Twilio's defaults (input ``dtmf``, timeout 5 s, finishOnKey ``#``,
+    language ``en-US``, no action: the current document's URL).
+    """
+
+    input: frozenset[str] = frozenset({"dtmf"})
+    action: str | None = None
+    method: str = "POST"
+    timeout_s: float = 5.0
+    speech_timeout: str | None = None
+    num_digits: int | None = None
+    finish_on_key: str = "#"
+    language: str = "en-US"
+    hints: tuple[str, ...] = ()
+    action_on_empty_result: bool = False
+    nested: tuple[Say | Pause, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Unsupported:
     """A verb this stand-in does not execute."""
 
     tag: str
 
 
-Verb = Say | Pause | Hangup | Reject | Redirect | Connect | StartStream | Unsupported
+Verb = Say | Pause | Hangup | Reject | Redirect | Connect | StartStream | Gather | Unsupported
+GATHER_INPUTS = frozenset({"dtmf", "speech"})
+# Twilio lets <Gather> nest only these (a nested <Play> is accepted, not played, here).
+GATHER_NESTABLE = frozenset({"Say", "Pause", "Play"})
 
 
 def _stream(element: ET.Element) -> StreamSpec:
@@ -118,15 +142,54 @@ def _only_stream(element: ET.Element) -> StreamSpec:
     return _stream(streams[0])
 
 
+def _say(element: ET.Element) -> Say:
+    return Say(
+        text=(element.text or "").strip(),
+        voice=element.get("voice"),
+        language=element.get("language"),
+        loop=int(element.get("loop", "1")),
+    )
+
+
+def _gather(element: ET.Element) -> Gather:
+    inputs = frozenset(element.get("input", "dtmf").split())
+    if not inputs or not inputs <= GATHER_INPUTS:
+        raise TwimlError(f"<Gather input={element.get('input')!r}>: dtmf and/or speech only")
+    nested: list[Say | Pause] = []
+    for child in element:
+        if child.tag not in GATHER_NESTABLE:
+            raise TwimlError(f"<Gather> may not contain <{child.tag}>")
+        if child.tag == "Say":
+            nested.append(_say(child))
+        elif child.tag == "Pause":
+            nested.append(Pause(float(child.get("length", "1"))))
+    num_digits = element.get("numDigits")
+    if num_digits is not None and (not num_digits.isdigit() or int(num_digits) < 1):
+        raise TwimlError(f"<Gather numDigits={num_digits!r}>: a positive integer")
+    hints = tuple(h.strip() for h in element.get("hints", "").split(",") if h.strip())
+    if any(len(h) > 100 for h in hints):
+        raise TwimlError("<Gather hints>: each hint is at most 100 characters")
+    return Gather(
+        input=inputs,
+        action=element.get("action"),
+        method=element.get("method", "POST").upper(),
+        timeout_s=float(element.get("timeout", "5")),
+        speech_timeout=element.get("speechTimeout"),
+        num_digits=int(num_digits) if num_digits else None,
+        finish_on_key=element.get("finishOnKey", "#"),
+        language=element.get("language", "en-US"),
+        hints=hints,
+        action_on_empty_result=element.get("actionOnEmptyResult", "false") == "true",
+        nested=tuple(nested),
+    )
+
+
 def _verb(element: ET.Element) -> Verb:
     tag = element.tag
     if tag == "Say":
-        return Say(
-            text=(element.text or "").strip(),
-            voice=element.get("voice"),
-            language=element.get("language"),
-            loop=int(element.get("loop", "1")),
-        )
+        return _say(element)
+    if tag == "Gather":
+        return _gather(element)
     if tag == "Pause":
         return Pause(float(element.get("length", "1")))
     if tag == "Hangup":
