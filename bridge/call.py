@@ -78,6 +78,8 @@ class Call:
         self.sessions: dict[Direction, TranslationSession] = {}
         self.agent_sid: str | None = None
         self.agent_sid_known = threading.Event()
+        self.caller_stream_seen = threading.Event()  # Twilio reached our <Connect><Stream>
+        self.caller_notice_pending = False
         self.agent_status = "dialling"
         self.agent_answered = False
         self.caller_live = True

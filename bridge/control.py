@@ -34,6 +34,8 @@ AMD_PATH = "/twilio/amd"
 # races the REST response, wait this long for the CallSid before refusing the stream.
 AGENT_SID_WAIT_S = 5.0
 SESSION_JOIN_S = 8.0
+# How long a teardown owing the caller a notice waits for the greeting TwiML to have run.
+CALLER_TWIML_WAIT_S = 10.0
 # The time-limit notice goes out this long before MAX_CALL_SECONDS, so it is heard in full.
 TIME_LIMIT_NOTICE_S = 10.0
 WATCHDOG_PERIOD_S = 0.5
@@ -250,8 +252,12 @@ class CallControl:
             self.end(call, "dial_failed", notice="agent_unavailable", detail=repr(exc))
             return
         with self._lock:
-            self._by_sid[agent_sid] = call
-        if not call.set_agent_sid(agent_sid):
+            # Under the registry lock, so a teardown running now either sees this SID (and
+            # removes it) or ran before, in which case the call is not re-registered.
+            live = call.set_agent_sid(agent_sid)
+            if live:
+                self._by_sid[agent_sid] = call
+        if not live:
             # The caller left while we were dialling: cancel the agent's ringing phone.
             self._quietly(call, "cancel the agent", lambda: self._rest.hang_up(agent_sid, False))
             return
@@ -320,8 +326,12 @@ class CallControl:
             raise StreamRejected("start.callSid is not a leg of the named call")
         if bridge_sid != call.sid or start.custom_parameters.get(PARAM_LEG) != role:
             raise StreamRejected("stream parameters do not match the call")
-        if call.ended.is_set():
+        if role == "caller":
+            call.caller_stream_seen.set()
+        if call.ended.is_set() and not (role == "caller" and call.caller_notice_pending):
             raise StreamRejected("the call has ended")
+        # (A caller still owed a notice keeps the stream: closing it would hang up the call
+        # before the notice's redirect; the redirect ends the stream instead.)
         return call, role
 
     def on_stream_ended(self, call: Call, role: Role) -> None:
@@ -368,6 +378,7 @@ class CallControl:
         """
         if not call.mark_ended(reason, detail):
             return
+        call.caller_notice_pending = notice is not None
         call.log.info("ending: %s%s", reason, f" ({detail})" if detail else "")
         thread = threading.Thread(
             target=self._teardown,
@@ -403,7 +414,12 @@ class CallControl:
             caller_live, agent_sid = call.caller_live, call.agent_sid
             agent_live, agent_answered = call.agent_live, call.agent_answered
         if caller_live:
+            if notice is not None and not call.caller_stream_seen.is_set():
+                # Ended while Twilio is still fetching or saying the greeting: a redirect now
+                # could race our own TwiML. Once the caller's stream starts, it has run.
+                call.caller_stream_seen.wait(CALLER_TWIML_WAIT_S)
             self._end_leg(call, call.sid, call.caller_language, notice, answered=True)
+            call.caller_notice_pending = False
         if agent_sid is not None and agent_live:
             agent_notice = notice if notify_agent and agent_answered else None
             self._end_leg(call, agent_sid, call.agent_language, agent_notice, agent_answered)
@@ -457,7 +473,9 @@ class CallControl:
 
     def _drain(self) -> None:
         deadline = time.monotonic() + self._settings.shutdown_grace_s
-        while self.active_calls() and time.monotonic() < deadline:
+        while any(not c.ended.is_set() for c in self.active_calls()) and (
+            time.monotonic() < deadline
+        ):
             time.sleep(0.2)
         for call in self.active_calls():
             self.end(call, "shutdown", notice="shutdown", notify_agent=True)

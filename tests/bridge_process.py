@@ -35,6 +35,28 @@ def procfile_web_command() -> str:
     raise AssertionError("Procfile has no web: line")
 
 
+def run_gunicorn_once(
+    env: Mapping[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Start the Procfile's server with ``env`` and wait for it to exit (start-up failures)."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "config/gunicorn.conf.py",
+            "bridge.app:create_app()",
+        ],
+        check=False,
+        cwd=ROOT,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 class BridgeProcess:
     def __init__(self, proc: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
         self.proc = proc

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -32,7 +31,6 @@ from tests.call_helpers import (
     LEAD_IN_S,
     Stack,
     agent_of,
-    bridge_stack,
     envelope,
     speech,
     started_at,
@@ -47,32 +45,11 @@ from tests.fakes.audio import (
     ulaw_silence,
     ulaw_to_pcm16,
 )
-from tests.fakes.openai_translate import FakeSession, FakeTranslationServer, tone_for
+from tests.fakes.openai_translate import FakeSession, tone_for
 from tests.fakes.twilio import DialBehaviour, FakeCall
 from tests.fakes.twilio_media import sign
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def openai_fake() -> Iterator[FakeTranslationServer]:
-    with FakeTranslationServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory, openai_fake: FakeTranslationServer
-) -> Iterator[Stack]:
-    env = {"OPENAI_API_KEY": OPENAI_KEY}
-    with bridge_stack(tmp_path_factory.mktemp("openai"), env, openai_fake) as stack:
-        yield stack
-
-
-@pytest.fixture(scope="module")
-def relay_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with bridge_stack(tmp_path_factory.mktemp("relay"), {}, None) as stack:
-        yield stack
 
 
 def wait_threads(

@@ -8,8 +8,8 @@ call, a second healthy call runs in parallel and must not notice.
 from __future__ import annotations
 
 import base64
+import signal
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -37,20 +37,6 @@ from tests.fakes.twilio import DialBehaviour, FakeCall
 from tests.fakes.twilio_rest import RestError
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def openai_fake() -> Iterator[FakeTranslationServer]:
-    with FakeTranslationServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory, openai_fake: FakeTranslationServer
-) -> Iterator[Stack]:
-    with bridge_stack(tmp_path_factory.mktemp("faults"), {}, openai_fake) as stack:
-        yield stack
 
 
 def start_call(stack: Stack, audio: bytes) -> tuple[FakeCall, FakeCall, FakeSession, FakeSession]:
@@ -240,6 +226,10 @@ def test_engine_unreachable_at_call_start(tmp_path_factory: pytest.TempPathFacto
         assert caller.said[-1] == prompt("interpreter_unavailable", "es").text
         wait_call_over(stack.bridge)
         assert stack.bridge.metric("bridge_calls_ended_total", 'reason="engine_unavailable"') == 1
+        # The call ended before the agent's dial returned: nothing of it may linger (a stale
+        # registry entry would hold a shutdown for its whole grace period).
+        stack.bridge.proc.send_signal(signal.SIGTERM)
+        assert stack.bridge.proc.wait(timeout=10) == 0
 
 
 def test_sessions_rotate_before_their_lifetime_without_loss(

@@ -196,12 +196,6 @@ def test_bad_language_settings_name_the_variable(
 
 
 @pytest.fixture(scope="module")
-def openai_fake() -> Iterator[FakeTranslationServer]:
-    with FakeTranslationServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def menu_stack(
     tmp_path_factory: pytest.TempPathFactory, openai_fake: FakeTranslationServer
 ) -> Iterator[Stack]:

@@ -7,7 +7,6 @@ the agent, es 660 Hz for the caller), so what reaches each ear can be measured b
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -74,12 +73,6 @@ def echo_call(stack: Stack) -> dict[str, float]:
     caller.hangup()
     wait_call_over(stack.bridge)
     return levels
-
-
-@pytest.fixture(scope="module")
-def openai_fake() -> Iterator[FakeTranslationServer]:
-    with FakeTranslationServer() as server:
-        yield server
 
 
 def test_echo_guard_stops_the_loop_and_keeps_real_speech(

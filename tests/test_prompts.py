@@ -9,7 +9,6 @@ TwiML builder.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from xml.dom import minidom
@@ -21,6 +20,7 @@ from bridge.languages import load_languages
 from bridge.prompts import PROMPT_NAMES, TEMPLATE_FIELDS, load_prompts, prompt
 from bridge.settings import OPENAI_OUTPUT_LANGUAGES, ConfigError, Settings
 from bridge.twiml import connect_stream, say_and_hang_up
+from tests.bridge_process import run_gunicorn_once
 
 ROOT = Path(__file__).resolve().parents[1]
 TWIML_DIR = ROOT / "twiml"
@@ -155,22 +155,7 @@ def test_gunicorn_refuses_a_missing_prompt_with_one_line(tmp_path: Path) -> None
         "CALLER_LANGUAGES": "es,fr",
         "PROMPTS_FILE": str(path),
     }
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "config/gunicorn.conf.py",
-            "bridge.app:create_app()",
-        ],
-        check=False,
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_gunicorn_once(env)
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
         f"configuration error: CALLER_LANGUAGES: 'fr' has no connecting, time_limit in {path}"

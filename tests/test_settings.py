@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from bridge.settings import ConfigError, Settings
+from tests.bridge_process import run_gunicorn_once
 
 ROOT = Path(__file__).resolve().parents[1]
 SID = "AC" + "0" * 32
@@ -97,22 +97,7 @@ def test_settings_are_immutable() -> None:
 def test_gunicorn_refuses_bad_settings_with_one_line() -> None:
     """The Procfile's server prints one line naming the variable, no traceback, exit 2."""
     env = {"PATH": str(Path(sys.executable).parent), "HOME": "/tmp", **BASE, "ENGINE": "nope"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "config/gunicorn.conf.py",
-            "bridge.app:create_app()",
-        ],
-        check=False,
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_gunicorn_once(env)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "configuration error: ENGINE: 'nope' is not one of openai, relay"
     assert "Traceback" not in proc.stderr + proc.stdout
