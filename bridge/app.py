@@ -14,6 +14,7 @@ from flask_sock import Sock
 
 from bridge.control import MEDIA_PATH, CallControl
 from bridge.engine import Engine
+from bridge.events import EventHub
 from bridge.logs import configure_logging
 from bridge.media_stream import MediaStreamHandler
 from bridge.metrics import Metrics
@@ -41,7 +42,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings if settings is not None else Settings.from_env()
     configure_logging(settings.log_level)
     metrics = Metrics()
-    control = CallControl(settings, TwilioRest(settings), build_engine(settings, metrics), metrics)
+    hub = EventHub()  # call events for the store and the live console
+    control = CallControl(
+        settings, TwilioRest(settings), build_engine(settings, metrics), metrics, hub
+    )
     _controls.add(control)
 
     app = Flask(__name__)
@@ -57,6 +61,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     }
     app.extensions["bridge.settings"] = settings
     app.extensions["bridge.control"] = control
+    app.extensions["bridge.hub"] = hub
     app.extensions["bridge.metrics"] = metrics
     app.extensions["bridge.signatures"] = SignatureChecker(settings)
     app.before_request(check_signatures)

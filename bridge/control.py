@@ -18,6 +18,7 @@ from collections.abc import Callable
 from bridge.audio import Pcm16
 from bridge.call import LISTENER_OF, Call, EndReason
 from bridge.engine import Direction, Engine, SessionSpec, TextKind
+from bridge.events import EventHub
 from bridge.leg import LegConfig, Role
 from bridge.metrics import Metrics
 from bridge.prompts import Prompt, PromptBook, PromptName, load_prompts
@@ -87,8 +88,14 @@ class _DirectionSink:
 
 class CallControl:
     def __init__(
-        self, settings: Settings, rest: TwilioRest, engine: Engine, metrics: Metrics
+        self,
+        settings: Settings,
+        rest: TwilioRest,
+        engine: Engine,
+        metrics: Metrics,
+        hub: EventHub | None = None,
     ) -> None:
+        self.hub = hub if hub is not None else EventHub()
         self._settings = settings
         self._rest = rest
         self._engine = engine
