@@ -40,7 +40,7 @@ def build_engine(settings: Settings, metrics: Metrics) -> Engine:
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the bridge. Settings come from the environment unless given (tests)."""
     settings = settings if settings is not None else Settings.from_env()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     metrics = Metrics()
     hub = EventHub()  # call events for the store and the live console
     control = CallControl(

@@ -8,14 +8,18 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from bridge.audio import Pcm16
 from bridge.engine import Direction, TextKind, TranslationSession
+from bridge.events import CallEvent, DelayMeasured, TextFragment
 from bridge.leg import CallLeg, LegConfig, Role
 from bridge.logs import call_logger, log_transcript
 from bridge.metrics import Metrics
+from bridge.mixer import rms
+from bridge.transcript import DirectionTranscript
 
 EndReason = Literal[
     "caller_hung_up",
@@ -39,6 +43,9 @@ DIRECTION_OF_SPEAKER: dict[Role, Direction] = {
     "agent": "agent_to_caller",
 }
 LISTENER_OF: dict[Direction, Role] = {"caller_to_agent": "agent", "agent_to_caller": "caller"}
+# Speech onset for the delay measurement: a frame this loud (~-38 dBFS) after this long quiet.
+ONSET_RMS = 400.0
+ONSET_QUIET_MS = 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +69,7 @@ class Call:
         agent_language: str,
         metrics: Metrics,
         leg_config: LegConfig | None = None,
+        publish: Callable[[CallEvent], None] | None = None,
     ) -> None:
         self.sid = caller_sid
         self.caller_number = caller_number
@@ -88,6 +96,18 @@ class Call:
         self.end_reason: EndReason | None = None
         self.end_detail = ""  # the cause behind end_reason, for logs and (later) call records
         self.transcript: deque[TranscriptFragment] = deque(maxlen=MAX_TRANSCRIPT_FRAGMENTS)
+        self._metrics = metrics
+        self._publish = publish or (lambda event: None)
+        self._segments: dict[Direction, DirectionTranscript] = {
+            d: DirectionTranscript(caller_sid, d) for d in LISTENER_OF
+        }
+        # Delay measurement: when each speaker last started talking after a pause, until the
+        # listener hears the first translated audio after it.
+        self._speaking: dict[Role, bool] = {"caller": False, "agent": False}
+        self._quiet_ms: dict[Role, int] = {"caller": ONSET_QUIET_MS, "agent": ONSET_QUIET_MS}
+        self._onset: dict[Direction, float | None] = {d: None for d in LISTENER_OF}
+        for direction, role in LISTENER_OF.items():
+            self.legs[role].on_heard = self._heard_callback(direction)
 
     def role_of(self, call_sid: str) -> Role | None:
         if call_sid == self.sid:
@@ -121,15 +141,73 @@ class Call:
         if self.ended.is_set():
             return
         audio = self.legs[speaker].guard_input(audio)
+        self._track_onset(speaker, audio)
         session = self.sessions.get(DIRECTION_OF_SPEAKER[speaker])
         if session is not None:
             session.send_audio(audio)
         self.legs[LISTENER_OF[DIRECTION_OF_SPEAKER[speaker]]].hear_other_party(audio)
 
+    def offset_ms(self) -> int:
+        """Milliseconds since the call started."""
+        return int(1000 * (time.monotonic() - self.started_at))
+
     def add_text(self, direction: Direction, kind: TextKind, text: str) -> None:
-        offset_ms = int(1000 * (time.monotonic() - self.started_at))
+        offset_ms = self.offset_ms()
         self.transcript.append(TranscriptFragment(direction, kind, text, offset_ms))
         log_transcript(self.sid, direction, kind, text, offset_ms)
+        with self.lock:
+            closed = self._segments[direction].add(kind, text, offset_ms)
+        if closed is not None:
+            self._publish(closed)
+        self._publish(TextFragment(self.sid, direction, kind, text, offset_ms))
+
+    def tick(self) -> None:
+        """Close segments whose pause has lasted long enough (the watchdog calls this)."""
+        now_ms = self.offset_ms()
+        with self.lock:
+            closed = [s.tick(now_ms) for s in self._segments.values()]
+        for segment in closed:
+            if segment is not None:
+                self._publish(segment)
+
+    def flush_transcript(self) -> None:
+        """The call is over: close the segments still open."""
+        with self.lock:
+            closed = [s.flush() for s in self._segments.values()]
+        for segment in closed:
+            if segment is not None:
+                self._publish(segment)
+
+    def _track_onset(self, speaker: Role, audio: Pcm16) -> None:
+        """A crude voice-activity edge: loud after a pause is the start of an utterance.
+        Called from the speaker's stream thread only."""
+        frame_ms = int(1000 * len(audio.samples) / audio.rate_hz)
+        if rms(audio.samples) < ONSET_RMS:
+            self._quiet_ms[speaker] += frame_ms
+            if self._quiet_ms[speaker] >= ONSET_QUIET_MS:
+                self._speaking[speaker] = False
+            return
+        self._quiet_ms[speaker] = 0
+        if not self._speaking[speaker]:
+            self._speaking[speaker] = True
+            direction = DIRECTION_OF_SPEAKER[speaker]
+            with self.lock:
+                if self._onset[direction] is None:
+                    self._onset[direction] = time.monotonic()
+
+    def _heard_callback(self, direction: Direction) -> Callable[[float], None]:
+        def heard(heard_from: float) -> None:
+            with self.lock:
+                onset = self._onset[direction]
+                if onset is None or heard_from < onset:
+                    return
+                self._onset[direction] = None
+                delay_ms = int(1000 * (heard_from - onset))
+                self._segments[direction].note_delay(delay_ms)
+            self._metrics.translation_delay.labels(direction).observe(delay_ms / 1000)
+            self._publish(DelayMeasured(self.sid, direction, delay_ms, self.offset_ms()))
+
+        return heard
 
     def transcript_text(self, direction: Direction, kind: TextKind) -> str:
         """Fragments concatenated as-is (the engine's deltas carry their own spacing)."""

@@ -14,11 +14,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from bridge.audio import Pcm16
 from bridge.call import LISTENER_OF, Call, EndReason
 from bridge.engine import Direction, Engine, SessionSpec, TextKind
-from bridge.events import EventHub
+from bridge.events import AgentAnswered, AgentDialled, CallEnded, CallStarted, EventHub
 from bridge.leg import LegConfig, Role
 from bridge.metrics import Metrics
 from bridge.prompts import Prompt, PromptBook, PromptName, load_prompts
@@ -51,6 +52,10 @@ _AGENT_FAILURE: dict[str, EndReason] = {
 MACHINE_ANSWERS = frozenset(
     {"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax"}
 )
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 class StreamRejected(Exception):
@@ -178,6 +183,7 @@ class CallControl:
                         agent_language=agent_language,
                         metrics=self._metrics,
                         leg_config=LegConfig.from_settings(s),
+                        publish=self.hub.publish,
                     )
                     self._by_sid[caller_sid] = call
         if call is None:
@@ -187,6 +193,17 @@ class CallControl:
             self._metrics.calls_started.inc()
             self._metrics.active_calls.inc()
             self._ensure_watchdog()
+            self.hub.publish(
+                CallStarted(
+                    call_sid=caller_sid,
+                    caller_number=caller_number,
+                    dialled_number=dialled_number,
+                    caller_language=call.caller_language,
+                    agent_language=call.agent_language,
+                    engine=self._engine.name,
+                    at=_utcnow(),
+                )
+            )
             call.log.info(
                 "answered; dialling the agent (languages %s/%s, engine %s)",
                 call.caller_language,
@@ -269,6 +286,7 @@ class CallControl:
             self._quietly(call, "cancel the agent", lambda: self._rest.hang_up(agent_sid, False))
             return
         call.log.info("agent leg %s dialled", agent_sid)
+        self.hub.publish(AgentDialled(call.sid, agent_sid, self._settings.agent_number, _utcnow()))
 
     def _whisper(self, call: Call) -> Prompt:
         """What the agent hears first: an interpreted call, and the caller's language."""
@@ -290,10 +308,13 @@ class CallControl:
         if role == "agent":
             with call.lock:
                 call.agent_status = status
-                if status == "in-progress":
+                answered_now = status == "in-progress" and not call.agent_answered
+                if answered_now:
                     call.agent_answered = True
                 if status in FINAL_STATUSES:
                     call.agent_live = False
+            if answered_now:
+                self.hub.publish(AgentAnswered(call.sid, _utcnow()))
             if status in _AGENT_FAILURE:
                 self.end(call, _AGENT_FAILURE[status], notice="agent_unavailable")
             elif status == "completed":
@@ -364,6 +385,7 @@ class CallControl:
         while not self._draining.wait(WATCHDOG_PERIOD_S):
             now = time.monotonic()
             for call in self.active_calls():
+                call.tick()  # close transcript segments after a pause
                 if now - call.started_at >= limit and not call.ended.is_set():
                     self.end(call, "time_limit", notice="time_limit", notify_agent=True)
 
@@ -408,6 +430,11 @@ class CallControl:
                 for sid in (call.sid, call.agent_sid):
                     if sid is not None and self._by_sid.get(sid) is call:
                         del self._by_sid[sid]
+            # Last words first, then the end: the record is closed even when stopping.
+            call.flush_transcript()
+            self.hub.publish(
+                CallEnded(call.sid, _utcnow(), call.end_reason or "unknown", call.end_detail)
+            )
             self._metrics.active_calls.dec()
             self._metrics.calls_ended.labels(call.end_reason or "unknown").inc()
             call.log.info(

@@ -105,6 +105,8 @@ class CallLeg:
         self._closing = False
         self._close_code: int | None = None
         self.marks_heard = 0
+        # Told when a translated chunk began to be heard (monotonic time), from mark echoes.
+        self.on_heard: Callable[[float], None] | None = None
         self._tag = f"{call_sid[-6:]}-{role}"
 
     @property
@@ -201,7 +203,9 @@ class CallLeg:
         """Twilio played everything we queued before mark ``name``."""
         self.marks_heard += 1
         with self._cond:
-            self._playout.on_mark(name, self._clock())
+            heard_from = self._playout.on_mark(name, self._clock())
+        if heard_from is not None and self.on_heard is not None:
+            self.on_heard(heard_from)
 
     def close(self, close_code: int | None = None) -> None:
         """Stop writing and close the socket (by the writer thread). Idempotent."""

@@ -126,6 +126,7 @@ class MediaStreamHandler:
         if not media.payload:
             return self._complain("empty_payload", "media with an empty payload")
         # Twilio sends 160 bytes (20 ms); other sizes up to the parser's bound are still audio.
+        self._metrics.frames_received.labels(self._role).inc()
         self._call.inbound(self._role, ulaw_to_pcm16(media.payload))
         return True
 

@@ -36,6 +36,22 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.translation_delay = Histogram(
+            "bridge_translation_delay_seconds",
+            "Speech onset to the first translated audio the listener heard (mark echoes)",
+            ["direction"],
+            buckets=(0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 10.0),
+            registry=r,
+        )
+        self.frames_received = Counter(
+            "bridge_frames_received", "Media frames received from Twilio", ["leg"], registry=r
+        )
+        self.engine_sessions = Counter(
+            "bridge_engine_sessions",
+            "Translation server sessions by event: opened, reconnected, replaced, failed",
+            ["event"],
+            registry=r,
+        )
         self.frames_sent = Counter(
             "bridge_frames_sent", "20 ms frames written to Twilio", ["leg"], registry=r
         )

@@ -217,6 +217,7 @@ class OpenAITranslationSession:
             self._retire(dead)
             self._link = spare
             self._dead_since = None
+            self._count("replaced")
             return True
         if now - self._dead_since > RECOVERY_BUDGET_S:
             self._fail("translation session lost and could not be reopened", opened=True)
@@ -246,6 +247,7 @@ class OpenAITranslationSession:
             # everything after, to the new one: nothing is lost or sent twice.
             self._send_pending(link, minimum=1)
             self._link = spare
+            self._count("rotated")
             self._log.info(
                 "rotated to translation session %s after %.0f s (%s)",
                 spare.name,
@@ -300,9 +302,18 @@ class OpenAITranslationSession:
             on_change=self._wake,
             log=self._log,
             name=f"{self._tag}#{self._links_opened}",
+            count=self._count,
         )
-        link.open()
+        try:
+            link.open()
+        except EngineUnavailable:
+            self._count("failed")
+            raise
+        self._count("opened")
         return link
+
+    def _count(self, event: str) -> None:
+        self._metrics.engine_sessions.labels(event).inc()
 
     def _retire(self, link: TranslationLink | None) -> None:
         if link is not None:

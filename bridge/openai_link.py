@@ -70,7 +70,9 @@ class TranslationLink:
         on_change: Callable[[], None],
         log: CallLogger,
         name: str,
+        count: Callable[[str], None] | None = None,
     ) -> None:
+        self._count = count or (lambda event: None)
         self._client = client
         self._model = model
         self._transcription_model = transcription_model
@@ -218,6 +220,7 @@ class TranslationLink:
         if isinstance(expires, int | float) and expires > 0:
             self.expires_at = time.monotonic() + max(0.0, float(expires) - time.time())
         if self._created > 1:
+            self._count("reconnected")
             # The SDK reconnected into a fresh server session with default settings.
             self._log.info("translation session %s back after reconnect; re-configuring", self.name)
             with self._lock:

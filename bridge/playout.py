@@ -103,7 +103,7 @@ class Playout:
         self._play_end = 0.0
         self._translated_until = 0.0  # when the last translated frame sent ends playing
         self._played = np.zeros(int(PLAYED_HISTORY_S * TWILIO_RATE_HZ), dtype=np.int16)
-        self._marks: dict[str, None] = {}  # sent, not yet echoed (oldest first)
+        self._marks: dict[str, float] = {}  # sent, not yet echoed: name → chunk seconds
         self._mark_seq = 0
         self._clear_pending = False
         self.frames_sent = 0
@@ -148,11 +148,13 @@ class Playout:
         if len(self._pt) > keep:
             self._pt = self._pt[len(self._pt) - keep :]
 
-    def on_mark(self, name: str, now: float) -> None:
-        """Twilio has played everything up to mark ``name``."""
-        self._marks.pop(name, None)
+    def on_mark(self, name: str, now: float) -> float | None:
+        """Twilio has played everything up to mark ``name``; returns when the translated chunk
+        the mark closes began to be heard (its length before now), if it is one of ours."""
+        duration = self._marks.pop(name, None)
         if not self._marks:
             self._translated_until = min(self._translated_until, now)
+        return None if duration is None else now - duration
 
     # -- echo guard -------------------------------------------------------------------------
 
@@ -240,7 +242,7 @@ class Playout:
                 self._observe("last", now - chunk.received_at)
             self._mark_seq += 1
             name = f"{self._mark_prefix}{self._mark_seq}"
-            self._marks[name] = None
+            self._marks[name] = (chunk.end - chunk.start) / TWILIO_RATE_HZ
             if len(self._marks) > _MAX_MARKS:  # a peer that never echoes must not grow this
                 self._marks.pop(next(iter(self._marks)))
             out.append(MarkOut(name))

@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from bridge.languages import DEFAULT_LANGUAGES_FILE, LanguageFileError
 from bridge.prompts import DEFAULT_PROMPTS_FILE, PromptBook, PromptFileError, load_prompts
@@ -28,6 +30,10 @@ _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 # Twilio can also dial SIP URIs and Twilio Client identities.
 _DIALABLE = re.compile(r"^(\+[1-9]\d{6,14}|sip:[^\s]+|client:[A-Za-z0-9_.-]+)$")
 _ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
+# Relative to the working directory; the store creates the folder on first start.
+DEFAULT_DATABASE_URL = "sqlite:///data/bridge.sqlite3"
+# A bearer token guessable in an afternoon is no protection for every caller's transcript.
+ADMIN_TOKEN_MIN_CHARS = 16
 
 
 class ConfigError(ValueError):
@@ -54,6 +60,7 @@ class Settings:
     agent_caller_id: str | None = None
     agent_dial_timeout_s: int = 30
     log_level: str = "INFO"
+    log_format: str = "text"
     session_max_s: int = 3300
     max_concurrent_calls: int = 50
     max_call_s: int = 14400
@@ -71,6 +78,10 @@ class Settings:
     agent_machine_detection: bool = True
     languages_file: Path = DEFAULT_LANGUAGES_FILE
     prompts_file: Path = DEFAULT_PROMPTS_FILE
+    # Call records and the admin API (bridge/store.py, bridge/api.py). Kept out of repr: the
+    # URL may carry a database password, and the token is a secret.
+    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
+    admin_token: str | None = field(default=None, repr=False)
 
     @property
     def public_host(self) -> str:
@@ -252,6 +263,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         agent_caller_id=caller_id,
         agent_dial_timeout_s=_int(env, "AGENT_DIAL_TIMEOUT", 30, 5, 600),
         log_level=level,
+        log_format=_choice(env, "LOG_FORMAT", ("text", "json")),
         session_max_s=_int(env, "SESSION_MAX_SECONDS", 3300, 3, 86_400),
         max_concurrent_calls=_int(env, "MAX_CONCURRENT_CALLS", 50, 1, 10_000),
         max_call_s=_int(env, "MAX_CALL_SECONDS", 14_400, 5, 86_400),
@@ -267,7 +279,50 @@ def _parse(env: Mapping[str, str]) -> Settings:
         agent_machine_detection=_switch(env, "AGENT_MACHINE_DETECTION", default=True),
         languages_file=langs.languages_file,
         prompts_file=langs.prompts_file,
+        database_url=_database_url(env),
+        admin_token=_admin_token(env),
     )
+
+
+# -- call records and the admin API ----------------------------------------------------------
+
+
+def _database_url(env: Mapping[str, str]) -> str:
+    """DATABASE_URL: SQLite (embedded) or PostgreSQL, as an SQLAlchemy URL.
+
+    ``postgres://`` and ``postgresql://`` (what hosting providers hand out) mean the psycopg 3
+    driver this project installs, not SQLAlchemy's default psycopg2.
+    """
+    raw = _get(env, "DATABASE_URL") or DEFAULT_DATABASE_URL
+    if raw.startswith("postgres://"):
+        raw = "postgresql://" + raw.removeprefix("postgres://")
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        # Not echoed: a malformed URL may still contain a password.
+        raise ConfigError(
+            "DATABASE_URL: not a database URL (sqlite:///path or postgresql://...)"
+        ) from None
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    if url.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
+        raise ConfigError(
+            f"DATABASE_URL: {url.drivername!r} is not supported (sqlite or postgresql)"
+        )
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        # Each pooled connection would get its own empty in-memory database.
+        raise ConfigError("DATABASE_URL: SQLite needs a file (sqlite:///data/bridge.sqlite3)")
+    return url.render_as_string(hide_password=False)
+
+
+def _admin_token(env: Mapping[str, str]) -> str | None:
+    token = _get(env, "ADMIN_TOKEN")
+    if token is not None and len(token) < ADMIN_TOKEN_MIN_CHARS:
+        raise ConfigError(
+            f"ADMIN_TOKEN: too short (at least {ADMIN_TOKEN_MIN_CHARS} characters; "
+            "e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    return token
 
 
 # -- languages and prompts -------------------------------------------------------------------

@@ -14,6 +14,8 @@ import time
 
 import numpy as np
 import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
@@ -209,6 +211,29 @@ def test_interpreted_call_end_to_end(stack: Stack, record_property: object) -> N
     wait_call_over(bridge)
     assert wait_threads(bridge, baseline) == baseline
     assert bridge.metric("bridge_calls_ended_total", 'reason="caller_hung_up"') >= 2
+
+    # The exposition parses, and carries what an operator watches.
+    families = {
+        f.name: f
+        for f in text_string_to_metric_families(
+            requests.get(f"{bridge.url}/metrics", timeout=5).text
+        )
+    }
+    delays = {
+        s.labels["direction"]: s.value
+        for s in families["bridge_translation_delay_seconds"].samples
+        if s.name.endswith("_count")
+    }
+    assert delays["caller_to_agent"] >= 1 and delays["agent_to_caller"] >= 1
+    opened = [
+        s
+        for s in families["bridge_engine_sessions"].samples
+        if s.labels.get("event") == "opened" and s.name.endswith("_total")
+    ]
+    assert opened and opened[0].value >= 4  # two calls, two directions each
+    assert "bridge_translated_audio_to_twilio_seconds" in families
+    received = [s for s in families["bridge_frames_received"].samples if s.name.endswith("_total")]
+    assert sum(s.value for s in received) > 500
 
 
 def test_agent_hang_up_ends_the_caller(stack: Stack) -> None:
