@@ -67,6 +67,27 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.before_request(check_signatures)
     app.register_blueprint(bp)
 
+    # -- call records and the admin API (bridge/store.py, bridge/live.py, bridge/api.py) ----
+    # The schema is created or upgraded now, before any call. A database that cannot be
+    # reached does not stop the bridge taking calls: the store's writer retries, and events
+    # wait in its bounded queue. The writer and the live view each read the hub from their
+    # own thread, so a call only ever appends to their queues, never waits on a database.
+    from bridge.api import bp as api_bp
+    from bridge.console import bp as console_bp
+    from bridge.live import LiveCalls
+    from bridge.store import CallStore
+
+    store = CallStore(settings.database_url)
+    store.try_migrate()
+    # An open record older than the longest possible call was left by a process that died.
+    store.start(hub, orphan_after_s=settings.max_call_s + 60)
+    live = LiveCalls(hub, stale_after_s=settings.max_call_s + 60)
+    live.start()
+    app.extensions["bridge.store"] = store
+    app.extensions["bridge.live"] = live
+    app.register_blueprint(api_bp)
+    app.register_blueprint(console_bp)  # /console: the live console page (bridge/console.py)
+
     sock = Sock(app)
 
     @sock.route(MEDIA_PATH)  # type: ignore[untyped-decorator]
@@ -101,7 +122,13 @@ def begin_shutdown(then: Callable[[], None] | None = None) -> None:
 
 
 def finish_shutdown(timeout: float) -> None:
-    """Wait (at most ``timeout``) until every call of every app in this process has ended."""
+    """Wait (at most ``timeout``) until every call of every app in this process has ended,
+    then close the call stores (their queued writes done)."""
     deadline = time.monotonic() + timeout
     for control in list(_controls):
         control.finish_shutdown(max(0.0, deadline - time.monotonic()))
+    # Every call has ended and published its end: write what is queued, and close as
+    # "shutdown" any record still open, so no record outlives the process unfinished.
+    from bridge.store import close_all
+
+    close_all(max(1.0, deadline - time.monotonic()))

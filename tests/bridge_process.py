@@ -114,6 +114,8 @@ def run_bridge(port: int, env: Mapping[str, str], log_dir: Path) -> Iterator[Bri
         "BRIDGE_THREADS": "64",
         **env,
     }
+    # Each bridge gets its own call store in its log folder, never the checkout's data/.
+    full_env.setdefault("DATABASE_URL", f"sqlite:///{log_dir / f'calls-{port}.sqlite3'}")
     log_path = log_dir / f"bridge-{port}.log"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
