@@ -11,6 +11,7 @@ import queue
 import threading
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Generic, TypeVar
 
 from bridge.engine import Direction, TextKind
 
@@ -92,21 +93,23 @@ CallEvent = (
 )
 
 
-class Subscription:
-    """A subscriber's bounded queue; ``call_sid`` narrows it to one call."""
+T = TypeVar("T")
 
-    def __init__(self, hub: EventHub, maxsize: int, call_sid: str | None) -> None:
-        self._hub = hub
-        self.call_sid = call_sid
+
+class DropOldestQueue(Generic[T]):
+    """A bounded queue whose ``offer`` never blocks: when full, the oldest item goes (counted).
+
+    Used wherever a consumer may fall behind a producer on the audio path.
+    """
+
+    def __init__(self, maxsize: int) -> None:
         self.dropped = 0
-        self._queue: queue.Queue[CallEvent] = queue.Queue(maxsize=maxsize)
+        self._queue: queue.Queue[T] = queue.Queue(maxsize=maxsize)
 
-    def offer(self, event: CallEvent) -> None:
-        if self.call_sid is not None and event.call_sid != self.call_sid:
-            return
+    def offer(self, item: T) -> None:
         while True:
             try:
-                self._queue.put_nowait(event)
+                self._queue.put_nowait(item)
                 return
             except queue.Full:
                 try:
@@ -115,12 +118,33 @@ class Subscription:
                 except queue.Empty:
                     pass
 
-    def get(self, timeout: float | None = None) -> CallEvent | None:
-        """The next event, or None after ``timeout`` seconds without one."""
+    def get(self, timeout: float | None = None) -> T | None:
+        """The next item, or None after ``timeout`` seconds without one."""
         try:
             return self._queue.get(timeout=timeout)
         except queue.Empty:
             return None
+
+
+class Subscription:
+    """A subscriber's bounded queue; ``call_sid`` narrows it to one call."""
+
+    def __init__(self, hub: EventHub, maxsize: int, call_sid: str | None) -> None:
+        self._hub = hub
+        self.call_sid = call_sid
+        self._queue: DropOldestQueue[CallEvent] = DropOldestQueue(maxsize)
+
+    @property
+    def dropped(self) -> int:
+        return self._queue.dropped
+
+    def offer(self, event: CallEvent) -> None:
+        if self.call_sid is None or event.call_sid == self.call_sid:
+            self._queue.offer(event)
+
+    def get(self, timeout: float | None = None) -> CallEvent | None:
+        """The next event, or None after ``timeout`` seconds without one."""
+        return self._queue.get(timeout)
 
     def close(self) -> None:
         self._hub.unsubscribe(self)

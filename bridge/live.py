@@ -12,7 +12,6 @@ event after its snapshot exactly once, none lost between the two, none twice.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections import deque
@@ -26,6 +25,7 @@ from bridge.events import (
     CallEvent,
     CallStarted,
     DelayMeasured,
+    DropOldestQueue,
     EventHub,
     SegmentClosed,
     Subscription,
@@ -57,26 +57,17 @@ class Watch:
         self._live = live
         self.snapshot = snapshot
         self.call_sid = snapshot.summary.call_sid
-        self.dropped = 0
-        self._queue: queue.Queue[WatchItem] = queue.Queue(maxsize=WATCH_QUEUE_EVENTS)
+        self._queue: DropOldestQueue[WatchItem] = DropOldestQueue(WATCH_QUEUE_EVENTS)
+
+    @property
+    def dropped(self) -> int:
+        return self._queue.dropped
 
     def offer(self, item: WatchItem) -> None:
-        while True:
-            try:
-                self._queue.put_nowait(item)
-                return
-            except queue.Full:
-                try:
-                    self._queue.get_nowait()
-                    self.dropped += 1
-                except queue.Empty:
-                    pass
+        self._queue.offer(item)
 
     def get(self, timeout: float) -> WatchItem | None:
-        try:
-            return self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
+        return self._queue.get(timeout)
 
     def close(self) -> None:
         self._live.unwatch(self)
