@@ -18,7 +18,7 @@ from tests.bridge_process import (
     free_port,
     run_bridge,
 )
-from tests.fakes.audio import load_wav, pcm16_to_ulaw, sine, ulaw_silence
+from tests.fakes.audio import load_wav, pcm16_to_ulaw, sine, ulaw_silence, ulaw_to_pcm16
 from tests.fakes.openai_translate import FakeSession, FakeTranslationServer
 from tests.fakes.twilio import FakeCall, FakeTwilio
 
@@ -106,15 +106,27 @@ def new_sessions(openai: FakeTranslationServer, before: int, n: int = 2) -> list
     return sessions
 
 
-def played_gaps(call: FakeCall, start: float, end: float) -> float:
+def carries_tone(frame: bytes, freq_hz: float) -> bool:
+    """Does this 20 ms frame carry the translator's tone (not just the quiet passthrough)?"""
+    samples = ulaw_to_pcm16(frame).astype(np.float64)
+    t = np.arange(len(samples)) / 8000
+    level = abs(np.dot(samples, np.exp(-2j * np.pi * freq_hz * t))) / len(samples)
+    return bool(level > 1000)  # the tone is 8000 / 2 = 4000 here; speech at -26 dB far less
+
+
+def played_gaps(call: FakeCall, start: float, end: float, tone_hz: float | None = None) -> float:
     """The longest silence the party *heard* between ``start`` and ``end`` (monotonic times).
 
     Frames play back to back from when they arrive, as Twilio's buffer does; a gap is time
-    in which nothing was left to play.
+    in which nothing was left to play. With ``tone_hz``, only frames carrying the translator's
+    tone count: the gap in *translation*, which the quiet passthrough would otherwise hide.
     """
     play_end: float | None = None
     longest = 0.0
-    for frame in call.heard_frames:
+    frames = call.heard_frames
+    if tone_hz is not None:
+        frames = [f for f in frames if carries_tone(f.data, tone_hz)]
+    for frame in frames:
         if play_end is not None and start <= frame.time <= end:
             longest = max(longest, frame.time - play_end)
         play_end = max(play_end or frame.time, frame.time) + len(frame.data) / 8000

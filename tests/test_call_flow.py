@@ -33,6 +33,7 @@ from tests.call_helpers import (
     LEAD_IN_S,
     Stack,
     agent_of,
+    carries_tone,
     envelope,
     speech,
     started_at,
@@ -74,14 +75,6 @@ def best_correlation(received: np.ndarray, reference: np.ndarray) -> float:
             continue
         best = max(best, float(np.mean(ref * (win - win.mean()) / win.std())))
     return best
-
-
-def carries_tone(frame: bytes, freq_hz: float) -> bool:
-    """Does this 20 ms frame carry the translator's tone (not just the quiet passthrough)?"""
-    samples = ulaw_to_pcm16(frame).astype(np.float64)
-    t = np.arange(len(samples)) / 8000
-    level = abs(np.dot(samples, np.exp(-2j * np.pi * freq_hz * t))) / len(samples)
-    return bool(level > 1000)  # the tone is 8000 / 2 = 4000 here; speech at -26 dB far less
 
 
 def delta_latencies(

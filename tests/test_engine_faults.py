@@ -32,7 +32,7 @@ from tests.call_helpers import (
 )
 from tests.fakes.audio import pcm16_to_bytes, sine, ulaw_silence
 from tests.fakes.openai_events import output_audio_delta
-from tests.fakes.openai_translate import FakeSession, FakeTranslationServer
+from tests.fakes.openai_translate import FakeSession, FakeTranslationServer, tone_for
 from tests.fakes.twilio import DialBehaviour, FakeCall
 from tests.fakes.twilio_rest import RestError
 
@@ -76,7 +76,7 @@ def test_dropped_engine_socket_reconnects_and_nothing_said_is_lost(
     openai.refuse_status = None
     time.sleep(4.0)
 
-    gap = played_gaps(agent, dropped_at - 0.1, time.monotonic())
+    gap = played_gaps(agent, dropped_at - 0.1, time.monotonic(), tone_for("en"))
     record_property("gap_after_drop_s", round(gap, 3))  # type: ignore[operator]
     print(f"\naudio gap heard after an engine drop ({close_code}): {gap:.2f} s")
     assert gap < 3.0, f"the agent heard {gap:.2f} s of silence"
@@ -98,7 +98,7 @@ def test_dropped_engine_socket_reconnects_and_nothing_said_is_lost(
 
     # The parallel call never noticed.
     assert other_to_agent.ended.is_set() is False
-    assert played_gaps(other_agent, dropped_at, time.monotonic()) < 0.3
+    assert played_gaps(other_agent, dropped_at, time.monotonic(), tone_for("en")) < 0.3
     assert not other_caller.ended.is_set() and not caller.ended.is_set()
     for c in (caller, other_caller):
         c.hangup()
@@ -254,6 +254,6 @@ def test_sessions_rotate_before_their_lifetime_without_loss(
             assert sent - 0.3 <= got <= sent + 0.05, (got, sent)
             produced = sum(len(s.sent_deltas) for s in chain) * 0.2
             assert heard_seconds(agent) >= produced - 0.25, "translated audio lost at a switch"
-            assert played_gaps(agent, started_at(agent) + 2, time.monotonic()) < 1.2
+            assert played_gaps(agent, started_at(agent) + 2, time.monotonic(), tone_for("en")) < 1.2
             caller.hangup()
             wait_call_over(stack.bridge)
