@@ -9,14 +9,12 @@ each one's segment, until the script runs out.
 
 from __future__ import annotations
 
-import base64
 import itertools
 import threading
 
 from tests.fakes import openai_events as wire
-from tests.fakes.audio import ENGINE_RATE_HZ, pcm16_to_bytes, sine
-from tests.fakes.openai_session import FRAME_MS, FRAME_SAMPLES, FakeSession
-from tests.fakes.openai_translate import ToneTranslator, tone_for
+from tests.fakes.openai_session import FakeSession
+from tests.fakes.openai_translate import ToneTranslator
 
 # Speech frames without words between utterances: 1.8 s between fragments, past the bridge's
 # 1.5 s segment gap (bridge/transcript.py).
@@ -59,17 +57,7 @@ class DialogueTranslator(ToneTranslator):
     def on_frame(self, session: FakeSession, index: int, frame: bytes) -> None:
         if not self.is_speech(frame):
             return
-        elapsed_ms = (index + 1) * FRAME_MS
-        tone = sine(
-            tone_for(session.output_language),
-            FRAME_SAMPLES,
-            ENGINE_RATE_HZ,
-            self.amplitude,
-            session.output_samples,
-        )
-        session.output_samples += FRAME_SAMPLES
-        audio = base64.b64encode(pcm16_to_bytes(tone)).decode("ascii")
-        session.send(wire.output_audio_delta(audio, elapsed_ms), self.delay_s)
+        elapsed_ms = self.send_tone(session, index)
         with self._lock:
             n = self._frames_seen.get(id(session), 0)
             self._frames_seen[id(session)] = n + 1

@@ -111,10 +111,9 @@ class ToneTranslator(TranslationScript):
         """Whether a 200 ms frame counts as speech."""
         return rms(pcm16_from_bytes(frame)) > self.rms_threshold
 
-    def on_frame(self, session: FakeSession, index: int, frame: bytes) -> None:
-        """Emit tone audio plus transcript deltas for a speech frame."""
-        if not self.is_speech(frame):
-            return
+    def send_tone(self, session: FakeSession, index: int) -> int:
+        """Send 200 ms of the output language's tone for input frame ``index`` (the phase
+        carries on across deltas); returns the frame's ``elapsed_ms``."""
         elapsed_ms = (index + 1) * FRAME_MS
         tone = sine(
             tone_for(session.output_language),
@@ -126,6 +125,13 @@ class ToneTranslator(TranslationScript):
         session.output_samples += FRAME_SAMPLES
         delta = base64.b64encode(pcm16_to_bytes(tone)).decode("ascii")
         session.send(wire.output_audio_delta(delta, elapsed_ms), self.delay_s)
+        return elapsed_ms
+
+    def on_frame(self, session: FakeSession, index: int, frame: bytes) -> None:
+        """Emit tone audio plus transcript deltas for a speech frame."""
+        if not self.is_speech(frame):
+            return
+        elapsed_ms = self.send_tone(session, index)
         word = OUTPUT_WORDS.get(session.output_language, OTHER_WORD)
         session.send(
             wire.transcript_delta("session.output_transcript.delta", word, elapsed_ms), self.delay_s
