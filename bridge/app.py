@@ -12,13 +12,13 @@ from typing import Any
 from flask import Flask
 from flask_sock import Sock
 
+from bridge import engines
 from bridge.control import MEDIA_PATH, CallControl
 from bridge.engine import Engine
 from bridge.events import EventHub
 from bridge.logs import configure_logging
 from bridge.media_stream import MediaStreamHandler
 from bridge.metrics import Metrics
-from bridge.relay_engine import RelayEngine
 from bridge.settings import Settings
 from bridge.signatures import SignatureChecker
 from bridge.twilio_media import MAX_MESSAGE_BYTES
@@ -30,11 +30,7 @@ _controls: weakref.WeakSet[CallControl] = weakref.WeakSet()
 
 
 def build_engine(settings: Settings, metrics: Metrics) -> Engine:
-    if settings.engine == "relay":
-        return RelayEngine()
-    from bridge.openai_engine import OpenAIEngine
-
-    return OpenAIEngine(settings, metrics)
+    return engines.build(settings, metrics)
 
 
 def create_app(settings: Settings | None = None) -> Flask:

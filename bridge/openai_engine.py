@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 
 import numpy as np
 from openai import OpenAI
@@ -30,7 +31,7 @@ from bridge.logs import call_logger
 from bridge.metrics import Metrics
 from bridge.openai_link import LinkState, TranslationLink
 from bridge.resample import Upsampler8kTo24k
-from bridge.settings import Settings
+from bridge.settings import ConfigError, Settings
 
 # The model consumes 200 ms frames; appends of 100 ms keep it fed without adding more than
 # 100 ms of batching delay (the issue asks for 100–200 ms). A backlog goes out 200 ms at a time.
@@ -50,6 +51,17 @@ QUIET_S = 0.5
 QUIET_RMS = 400.0  # ~ -38 dBFS at 8 kHz: below speech, above a phone line's noise floor
 _POLL_S = 0.05
 CLOSE_WAIT_S = 5.0
+
+
+def config_from_env(env: Mapping[str, str]) -> None:
+    """The OpenAI settings live in :class:`Settings` (other engines share them); only the key
+    is required here."""
+    if not env.get("OPENAI_API_KEY", "").strip():
+        raise ConfigError("OPENAI_API_KEY: required with ENGINE=openai (or set ENGINE=relay)")
+
+
+def build(settings: Settings, metrics: Metrics) -> OpenAIEngine:
+    return OpenAIEngine(settings, metrics)
 
 
 class OpenAIEngine:

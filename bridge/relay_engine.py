@@ -7,9 +7,23 @@ A way to check the telephony wiring end to end without any translation cost. Aud
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from bridge.audio import Pcm16
 from bridge.engine import SessionListener, SessionSpec, TranslationSession
+
+if TYPE_CHECKING:
+    from bridge.metrics import Metrics
+    from bridge.settings import Settings
+
+
+def config_from_env(env: Mapping[str, str]) -> None:
+    """Nothing to configure: no keys, no vendor."""
+
+
+def build(settings: Settings, metrics: Metrics) -> RelayEngine:
+    return RelayEngine()
 
 
 class RelaySession:

@@ -12,20 +12,19 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from bridge import engines
+from bridge.engines import OPENAI_TRANSLATE_LANGUAGES as OPENAI_OUTPUT_LANGUAGES
 from bridge.languages import DEFAULT_LANGUAGES_FILE, LanguageFileError
 from bridge.prompts import DEFAULT_PROMPTS_FILE, PromptBook, PromptFileError, load_prompts
 
-# gpt-realtime-translate outputs speech in these languages only (OpenAI's translation guide).
-OPENAI_OUTPUT_LANGUAGES = frozenset(
-    {"es", "pt", "fr", "ja", "ru", "zh", "de", "ko", "hi", "id", "vi", "it", "en"}
-)
-ENGINES = ("openai", "relay")
+__all__ = ["OPENAI_OUTPUT_LANGUAGES", "ConfigError", "Settings"]
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 # Twilio can also dial SIP URIs and Twilio Client identities.
 _DIALABLE = re.compile(r"^(\+[1-9]\d{6,14}|sip:[^\s]+|client:[A-Za-z0-9_.-]+)$")
@@ -53,6 +52,9 @@ class Settings:
     caller_language: str = "es"
     agent_language: str = "en"
     engine: str = "openai"
+    # What the selected engine's ``config_from_env`` returned (bridge/engines.py): its keys,
+    # base URLs, model and voice. Out of repr: it holds secrets.
+    engine_config: Any = field(default=None, repr=False, compare=False)
     openai_api_key: str | None = None
     openai_base_url: str | None = None
     translation_model: str = "gpt-realtime-translate"
@@ -215,11 +217,10 @@ def _parse(env: Mapping[str, str]) -> Settings:
         raise ConfigError(f"AGENT_CALLER_ID: {caller_id!r} is not an E.164 number")
 
     engine = (_get(env, "ENGINE") or "openai").lower()
-    if engine not in ENGINES:
-        raise ConfigError(f"ENGINE: {engine!r} is not one of {', '.join(ENGINES)}")
+    if engine not in engines.ENGINES:
+        raise ConfigError(f"ENGINE: {engine!r} is not one of {', '.join(engines.ENGINES)}")
+    engine_config = engines.config_from_env(engine, env)
     api_key = _get(env, "OPENAI_API_KEY")
-    if engine == "openai" and api_key is None:
-        raise ConfigError("OPENAI_API_KEY: required with ENGINE=openai (or set ENGINE=relay)")
     openai_base = _get(env, "OPENAI_BASE_URL")
     if openai_base is not None:
         openai_base = _base_url("OPENAI_BASE_URL", openai_base, origin_only=False)
@@ -227,11 +228,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
     languages: dict[str, str] = {}
     for name, default in (("CALLER_LANGUAGE", "es"), ("AGENT_LANGUAGE", "en")):
         code = (_get(env, name) or default).lower()
-        if engine == "openai" and code not in OPENAI_OUTPUT_LANGUAGES:
-            allowed = " ".join(sorted(OPENAI_OUTPUT_LANGUAGES))
-            raise ConfigError(
-                f"{name}: {code!r} is not a language the translation model can speak ({allowed})"
-            )
+        _check_speakable(name, code, engine)
         languages[name] = code
 
     transcription = _get(env, "TRANSCRIPTION_MODEL") or "gpt-realtime-whisper"
@@ -256,6 +253,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         caller_language=languages["CALLER_LANGUAGE"],
         agent_language=languages["AGENT_LANGUAGE"],
         engine=engine,
+        engine_config=engine_config,
         openai_api_key=api_key,
         openai_base_url=openai_base,
         translation_model=_get(env, "TRANSLATION_MODEL") or "gpt-realtime-translate",
@@ -352,17 +350,23 @@ def _switch(env: Mapping[str, str], name: str, *, default: bool) -> bool:
     raise ConfigError(f"{name}: {raw!r} is not on or off")
 
 
+def _check_speakable(name: str, code: str, engine: str) -> None:
+    """``code`` is a language the selected engine can speak to a listener."""
+    allowed = engines.entry(engine).output_languages
+    if allowed is not None and code not in allowed:
+        raise ConfigError(
+            f"{name}: {code!r} is not a language ENGINE={engine} can speak "
+            f"({' '.join(sorted(allowed))})"
+        )
+
+
 def _check_language(name: str, code: str, engine: str, book: PromptBook) -> None:
     """A language the bridge will speak: in the table, speakable, with every prompt."""
     table = book.languages
     if code not in table:
         known = " ".join(table.codes)
         raise ConfigError(f"{name}: {code!r} is not a language of {table.path} ({known})")
-    if engine == "openai" and code not in OPENAI_OUTPUT_LANGUAGES:
-        allowed = " ".join(sorted(OPENAI_OUTPUT_LANGUAGES))
-        raise ConfigError(
-            f"{name}: {code!r} is not a language the translation model can speak ({allowed})"
-        )
+    _check_speakable(name, code, engine)
     missing = book.missing(code)
     if missing:
         raise ConfigError(f"{name}: {code!r} has no {', '.join(missing)} in {book.path}")

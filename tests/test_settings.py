@@ -77,7 +77,7 @@ def test_bad_settings_name_the_variable(overrides: dict[str, str], variable: str
 
 
 def test_language_the_model_cannot_speak_is_explained() -> None:
-    with pytest.raises(ConfigError, match="translation model can speak"):
+    with pytest.raises(ConfigError, match="ENGINE=openai can speak"):
         settings(CALLER_LANGUAGE="tr")
 
 

@@ -1,0 +1,76 @@
+"""Which translation engines exist, what each can speak, and how one is chosen (``ENGINE``).
+
+Every engine lives in its own module, imported only when selected, so a deployment never loads
+(or needs the dependencies of) a vendor it does not use. A module named here provides:
+
+* ``config_from_env(env: Mapping[str, str]) -> <its config>``: reads and checks that engine's
+  own settings (keys, base URLs, model, voice). A missing key or bad value raises
+  :class:`bridge.settings.ConfigError` with one line naming the variable, so start-up stops
+  before any worker runs. The result is kept as ``Settings.engine_config``.
+* ``build(settings: Settings, metrics: Metrics) -> Engine``: the engine for this process
+  (``settings.engine_config`` is what ``config_from_env`` returned).
+
+The seam itself (sessions, listeners, lifecycle) is :mod:`bridge.engine`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bridge.engine import Engine
+    from bridge.metrics import Metrics
+    from bridge.settings import Settings
+
+# gpt-realtime-translate outputs speech in these languages only (OpenAI's translation guide).
+OPENAI_TRANSLATE_LANGUAGES = frozenset(
+    {"es", "pt", "fr", "ja", "ru", "zh", "de", "ko", "hi", "id", "vi", "it", "en"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineEntry:
+    name: str
+    module: str
+    summary: str
+    # The languages the engine can speak to a listener; None: any language of languages.json.
+    output_languages: frozenset[str] | None
+
+
+ENGINES: dict[str, EngineEntry] = {
+    e.name: e
+    for e in (
+        EngineEntry(
+            "openai",
+            "bridge.openai_engine",
+            "OpenAI realtime translation (gpt-realtime-translate)",
+            OPENAI_TRANSLATE_LANGUAGES,
+        ),
+        EngineEntry(
+            "relay",
+            "bridge.relay_engine",
+            "no translation: each party hears the other's own voice (wiring checks, demos)",
+            None,
+        ),
+    )
+}
+
+
+def entry(name: str) -> EngineEntry:
+    """The engine called ``name``; ``KeyError`` if there is none (settings check first)."""
+    return ENGINES[name]
+
+
+def config_from_env(name: str, env: Mapping[str, str]) -> Any:
+    """The selected engine's own settings, checked (raises ``ConfigError``)."""
+    module = importlib.import_module(ENGINES[name].module)
+    return module.config_from_env(env)
+
+
+def build(settings: Settings, metrics: Metrics) -> Engine:
+    module = importlib.import_module(ENGINES[settings.engine].module)
+    engine: Engine = module.build(settings, metrics)
+    return engine

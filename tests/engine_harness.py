@@ -1,0 +1,48 @@
+"""What the shared engine suite (tests/test_engines.py) needs from each vendor's stand-in.
+
+Every engine of bridge/engines.py (except ``relay``) has a loopback stand-in in
+``tests/fakes/`` that speaks that vendor's documented wire protocol, and a harness here-shaped
+object that the suite drives the same way for every engine. Stand-ins translate like
+``tests.fakes.openai_translate.ToneTranslator``: while the speaker's audio carries energy, the
+listener gets a tone of ``tone_for(output_language)`` Hz, plus source and translated text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+
+class StandInSession(Protocol):
+    """One vendor-side session as the stand-in saw it."""
+
+    @property
+    def received_ms(self) -> float:
+        """Milliseconds of the speaker's audio the vendor received."""
+
+    @property
+    def ended_cleanly(self) -> bool:
+        """The client ended it the vendor's documented way (session.close, DELETE, stop...)."""
+
+
+class EngineHarness(Protocol):
+    """A running stand-in for one engine, and how to point the bridge at it."""
+
+    name: str  # the ENGINE value
+
+    def env(self) -> Mapping[str, str]:
+        """Settings that select this engine and point it at the stand-in (keys, base URLs)."""
+
+    def sessions(self) -> list[StandInSession]:
+        """Every vendor-side session opened so far, oldest first."""
+
+    def drop_all(self) -> None:
+        """Close every live connection abruptly, as a network fault would."""
+
+    def refusing(self) -> AbstractContextManager[None]:
+        """While entered, new sessions are refused the way the vendor refuses a bad key."""
+
+
+HarnessFactory = type[AbstractContextManager[EngineHarness]]
+HarnessIterator = Iterator[EngineHarness]
