@@ -21,6 +21,7 @@ from sqlalchemy.exc import ArgumentError
 
 from bridge import engines
 from bridge.engines import OPENAI_TRANSLATE_LANGUAGES as OPENAI_OUTPUT_LANGUAGES
+from bridge.glossary import DEFAULT_GLOSSARY_FILE, GlossaryFileError, load_glossary
 from bridge.languages import DEFAULT_LANGUAGES_FILE, LanguageFileError
 from bridge.prompts import DEFAULT_PROMPTS_FILE, PromptBook, PromptFileError, load_prompts
 
@@ -80,6 +81,8 @@ class Settings:
     agent_machine_detection: bool = True
     languages_file: Path = DEFAULT_LANGUAGES_FILE
     prompts_file: Path = DEFAULT_PROMPTS_FILE
+    # Terms engines with a glossary keep or translate a given way (bridge/glossary.py).
+    glossary_file: Path = DEFAULT_GLOSSARY_FILE
     # Call records and the admin API (bridge/store.py, bridge/api.py). Kept out of repr: the
     # URL may carry a database password, and the token is a secret.
     database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
@@ -277,6 +280,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         agent_machine_detection=_switch(env, "AGENT_MACHINE_DETECTION", default=True),
         languages_file=langs.languages_file,
         prompts_file=langs.prompts_file,
+        glossary_file=_glossary_file(env),
         database_url=_database_url(env),
         admin_token=_admin_token(env),
     )
@@ -337,6 +341,16 @@ class _LanguageSettings:
 def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
     raw = _get(env, name)
     return default if raw is None else Path(raw).expanduser().resolve()
+
+
+def _glossary_file(env: Mapping[str, str]) -> Path:
+    """GLOSSARY_FILE, parsed now so a bad glossary stops start-up, not the first call."""
+    path = _path(env, "GLOSSARY_FILE", DEFAULT_GLOSSARY_FILE)
+    try:
+        load_glossary(path)
+    except GlossaryFileError as exc:
+        raise ConfigError(f"GLOSSARY_FILE: {exc}") from None
+    return path
 
 
 def _switch(env: Mapping[str, str], name: str, *, default: bool) -> bool:

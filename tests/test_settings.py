@@ -66,6 +66,7 @@ def test_relay_needs_no_openai_key() -> None:
         ({"PORT": "70000"}, "PORT"),
         ({"TWILIO_API_BASE_URL": "ftp://x"}, "TWILIO_API_BASE_URL"),
         ({"OPENAI_BASE_URL": "not a url"}, "OPENAI_BASE_URL"),
+        ({"GLOSSARY_FILE": "/nonexistent/glossary.json"}, "GLOSSARY_FILE"),
     ],
 )
 def test_bad_settings_name_the_variable(overrides: dict[str, str], variable: str) -> None:
