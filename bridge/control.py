@@ -243,12 +243,12 @@ class CallControl:
         try:
             # Sessions open now, while the caller hears the greeting and the agent's phone
             # rings, so nobody's first words are lost to connection set-up.
-            directions: tuple[tuple[Direction, str], ...] = (
-                ("caller_to_agent", call.agent_language),
-                ("agent_to_caller", call.caller_language),
+            directions: tuple[tuple[Direction, str, str], ...] = (
+                ("caller_to_agent", call.agent_language, call.caller_language),
+                ("agent_to_caller", call.caller_language, call.agent_language),
             )
-            for direction, language in directions:
-                spec = SessionSpec(call.sid, direction, language)
+            for direction, language, speaker_language in directions:
+                spec = SessionSpec(call.sid, direction, language, speaker_language)
                 session = self._engine.session(spec, _DirectionSink(self, call, direction))
                 call.sessions[direction] = session
                 session.start()

@@ -50,6 +50,18 @@ ENGINES: dict[str, EngineEntry] = {
             OPENAI_TRANSLATE_LANGUAGES,
         ),
         EngineEntry(
+            "openai-realtime",
+            "bridge.openai_realtime_engine",
+            "OpenAI realtime voice model (gpt-realtime) prompted as a strict interpreter",
+            None,
+        ),
+        EngineEntry(
+            "auto",
+            "bridge.auto_engine",
+            "per direction: openai where it speaks the listener's language, else openai-realtime",
+            None,
+        ),
+        EngineEntry(
             "relay",
             "bridge.relay_engine",
             "no translation: each party hears the other's own voice (wiring checks, demos)",
