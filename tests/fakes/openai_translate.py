@@ -146,6 +146,9 @@ class ToneTranslator(TranslationScript):
 class FakeTranslationServer:
     """The WebSocket server. Use as a context manager or call ``start()``/``stop()``."""
 
+    # The endpoints served (a subclass may serve more on the same port).
+    paths: tuple[str, ...] = (TRANSLATION_PATH,)
+
     def __init__(
         self, script: TranslationScript | None = None, *, api_key: str | None = None
     ) -> None:
@@ -279,7 +282,7 @@ class FakeTranslationServer:
         if self.refuse_status is not None:
             return self._reject(connection, self.refuse_status, "Service unavailable.", None)
         url = urlsplit(request.path)
-        if url.path != TRANSLATION_PATH:
+        if url.path not in self.paths:
             return self._reject(connection, 404, f"Invalid URL (GET {url.path})", None)
         auth = request.headers.get("Authorization", "")
         key = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else ""
