@@ -11,17 +11,17 @@ thread-per-socket model of flask-sock under gunicorn.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from functools import partial
 
 from openai import OpenAI
 
 from bridge.audio import ENGINE_RATE_HZ
 from bridge.engine import SessionListener, SessionSpec, TranslationSession
-from bridge.logs import CallLogger
 from bridge.metrics import Metrics
 from bridge.openai_link import TranslationLink
 from bridge.settings import ConfigError, Settings
-from bridge.upstream import Link, UpstreamSession
+from bridge.upstream import UpstreamSession
 
 
 def require_openai_key(env: Mapping[str, str], engine: str) -> None:
@@ -49,25 +49,14 @@ class OpenAIEngine:
         self._client = OpenAI(api_key=settings.openai_api_key, base_url=settings.openai_base_url)
 
     def session(self, spec: SessionSpec, listener: SessionListener) -> TranslationSession:
-        def make_link(
-            *,
-            name: str,
-            on_change: Callable[[], None],
-            log: CallLogger,
-            count: Callable[[str], None],
-        ) -> Link:
-            return TranslationLink(
-                self._client,
-                model=self._settings.translation_model,
-                transcription_model=self._settings.transcription_model,
-                spec=spec,
-                listener=listener,
-                on_change=on_change,
-                log=log,
-                name=name,
-                count=count,
-            )
-
+        make_link = partial(
+            TranslationLink,
+            self._client,
+            model=self._settings.translation_model,
+            transcription_model=self._settings.transcription_model,
+            spec=spec,
+            listener=listener,
+        )
         return UpstreamSession(
             self._metrics,
             spec=spec,

@@ -11,8 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Unpack
 
 from openai import OpenAI
 from openai.resources.realtime.translations.translations import TranslationsConnection
@@ -22,9 +21,7 @@ from openai.types.realtime.realtime_translation_session_update_request_param imp
 )
 
 from bridge.audio import ENGINE_RATE_HZ, Pcm16, Samples
-from bridge.engine import SessionListener, SessionSpec
-from bridge.logs import CallLogger
-from bridge.openai_socket import CONNECT_OPTIONS, Manager, OpenAILink, describe
+from bridge.openai_socket import CONNECT_OPTIONS, LinkArgs, Manager, OpenAILink, describe
 from bridge.upstream import LinkState
 
 __all__ = ["LinkState", "TranslationLink", "describe"]
@@ -39,16 +36,9 @@ class TranslationLink(OpenAILink[TranslationsConnection]):
         *,
         model: str,
         transcription_model: str | None,
-        spec: SessionSpec,
-        listener: SessionListener,
-        on_change: Callable[[], None],
-        log: CallLogger,
-        name: str,
-        count: Callable[[str], None] | None = None,
+        **link: Unpack[LinkArgs],
     ) -> None:
-        super().__init__(
-            spec=spec, listener=listener, on_change=on_change, log=log, name=name, count=count
-        )
+        super().__init__(**link)
         self._client = client
         self._model = model
         self._transcription_model = transcription_model

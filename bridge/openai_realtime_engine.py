@@ -15,8 +15,9 @@ the README's engines table gives both measured.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import get_args
 
 from openai import OpenAI
@@ -26,12 +27,11 @@ from bridge.engine import SessionListener, SessionSpec, TranslationSession
 from bridge.glossary import load_glossary
 from bridge.interpreter import AUDIO_FORMATS, AudioFormat, input_rate_hz, instructions
 from bridge.languages import LanguageFileError, load_languages
-from bridge.logs import CallLogger
 from bridge.metrics import Metrics
 from bridge.openai_engine import require_openai_key
 from bridge.openai_realtime_link import RealtimeLink
 from bridge.settings import ConfigError, Settings
-from bridge.upstream import Link, UpstreamSession
+from bridge.upstream import UpstreamSession
 
 DEFAULT_MODEL = "gpt-realtime"
 DEFAULT_VOICE = "marin"
@@ -97,31 +97,19 @@ class RealtimeEngine:
         return instructions(source, spec.output_language, terms, self._names)
 
     def session(self, spec: SessionSpec, listener: SessionListener) -> TranslationSession:
-        text = self.instructions_for(spec)
         config = self.config
 
-        def make_link(
-            *,
-            name: str,
-            on_change: Callable[[], None],
-            log: CallLogger,
-            count: Callable[[str], None],
-        ) -> Link:
-            return RealtimeLink(
-                self._client,
-                model=config.model,
-                voice=config.voice,
-                audio_format=config.audio_format,
-                instructions=text,
-                transcription_model=self._settings.transcription_model,
-                spec=spec,
-                listener=listener,
-                on_change=on_change,
-                log=log,
-                name=name,
-                count=count,
-            )
-
+        make_link = partial(
+            RealtimeLink,
+            self._client,
+            model=config.model,
+            voice=config.voice,
+            audio_format=config.audio_format,
+            instructions=self.instructions_for(spec),
+            transcription_model=self._settings.transcription_model,
+            spec=spec,
+            listener=listener,
+        )
         return UpstreamSession(
             self._metrics,
             spec=spec,

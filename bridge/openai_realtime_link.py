@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import binascii
 import time
-from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, Unpack
 
 from openai import OpenAI
 from openai.resources.realtime.realtime import RealtimeConnection
@@ -39,10 +38,8 @@ from openai.types.realtime.realtime_session_create_request_param import (
 )
 
 from bridge.audio import Samples
-from bridge.engine import SessionListener, SessionSpec
 from bridge.interpreter import AudioFormat, decode_output, encode_input, format_param
-from bridge.logs import CallLogger
-from bridge.openai_socket import CONNECT_OPTIONS, Manager, OpenAILink
+from bridge.openai_socket import CONNECT_OPTIONS, LinkArgs, Manager, OpenAILink
 from bridge.upstream import LinkState
 
 # Server VAD: a 500 ms pause ends a turn (OpenAI's guide: works well for translation); 300 ms
@@ -64,16 +61,9 @@ class RealtimeLink(OpenAILink[RealtimeConnection]):
         audio_format: AudioFormat,
         instructions: str,
         transcription_model: str | None,
-        spec: SessionSpec,
-        listener: SessionListener,
-        on_change: Callable[[], None],
-        log: CallLogger,
-        name: str,
-        count: Callable[[str], None] | None = None,
+        **link: Unpack[LinkArgs],
     ) -> None:
-        super().__init__(
-            spec=spec, listener=listener, on_change=on_change, log=log, name=name, count=count
-        )
+        super().__init__(**link)
         self._client = client
         self._model = model
         self._voice = voice

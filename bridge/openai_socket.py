@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, NotRequired, Protocol, TypedDict, TypeVar
 
 from openai.types.websocket_reconnection import ReconnectingEvent, ReconnectingOverrides
 
@@ -44,6 +44,17 @@ CONNECT_OPTIONS: dict[str, Any] = {
     "max_queue_size": SDK_QUEUE_BYTES,
     "websocket_connection_options": {"max_size": MAX_SERVER_MESSAGE_BYTES, "compression": None},
 }
+
+
+class LinkArgs(TypedDict):
+    """What every link is made with (:class:`OpenAILink`'s keyword arguments)."""
+
+    spec: SessionSpec
+    listener: SessionListener
+    on_change: Callable[[], None]
+    log: CallLogger
+    name: str
+    count: NotRequired[Callable[[str], None] | None]
 
 
 class Connection(Protocol):

@@ -37,7 +37,6 @@ from openai.types.realtime import (
     ResponseCreateEvent,
     SessionUpdateEvent,
 )
-from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import ServerConnection
 
 from bridge.interpreter import ENGLISH_NAMES
@@ -169,19 +168,14 @@ class FakeRealtimeServer(FakeTranslationServer):
             return
         model = parse_qs(url.query)["model"][0]
         session = RealtimeSession(connection, model, dict(request.headers.raw_items()))
-        session.start_writer()
         with self._realtime_lock:
             self._realtime.append(session)
-        session.send(wire.event("session.created", session=session.session_json()))
-        try:
-            for message in connection:
-                self._on_realtime_message(session, message)
-        except ConnectionClosed:
-            pass  # abnormal close; recorded below
-        finally:
-            session.close_code = connection.close_code
-            session.stop_writer()
-            session.ended.set()
+        self._serve(
+            connection,
+            session,
+            wire.event("session.created", session=session.session_json()),
+            lambda message: self._on_realtime_message(session, message),
+        )
 
     def _on_realtime_message(self, session: RealtimeSession, message: str | bytes) -> None:
         now = time.monotonic()

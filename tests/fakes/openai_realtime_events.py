@@ -9,13 +9,12 @@ Nothing here touches a socket.
 
 from __future__ import annotations
 
-import json
 from typing import Any, get_args
 
 import pydantic
 from openai.types.realtime import RealtimeClientEvent
 
-from tests.fakes.openai_events import ClientEventError, new_id, unknown_parameters
+from tests.fakes.openai_events import ClientEventError, new_id, validate_client_event
 
 JsonObject = dict[str, Any]
 SESSION_LIFETIME_S = 3600
@@ -29,43 +28,23 @@ _MEMBER_BY_TYPE: dict[str, str] = {
 
 def parse_client_event(raw: str | bytes) -> RealtimeClientEvent:
     """Parse and validate one client message; raise :class:`ClientEventError` if invalid."""
-    if isinstance(raw, bytes):
-        raise ClientEventError("invalid_type", "Binary frames are not supported; send JSON text.")
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise ClientEventError("invalid_json", f"Invalid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ClientEventError("invalid_type", "Expected a JSON object.")
-    event_id = data.get("event_id") if isinstance(data.get("event_id"), str) else None
-    event_type = data.get("type")
-    if not isinstance(event_type, str) or event_type not in _MEMBER_BY_TYPE:
-        raise ClientEventError("invalid_value", f"Invalid value: {event_type!r}.", "type", event_id)
-    if event_type == "session.update":
-        session = data.get("session")
-        if isinstance(session, dict) and session.get("type") not in ("realtime", "transcription"):
-            # The retired beta shape (no session.type) is refused since 2026.
-            raise ClientEventError(
-                "beta_api_shape_disabled",
-                "session.type is required (beta session shape is disabled).",
-                "session.type",
-                event_id,
-            )
-    try:
-        event = _ADAPTER.validate_python(data)
-    except pydantic.ValidationError as exc:
-        member = _MEMBER_BY_TYPE[event_type]
-        errors = [e for e in exc.errors() if e["loc"] and e["loc"][0] == member] or exc.errors()
-        first = errors[0]
-        param = ".".join(str(part) for part in first["loc"][1:]) or None
-        code = "missing_required_parameter" if first["type"] == "missing" else "invalid_value"
-        raise ClientEventError(code, first["msg"], param, event_id) from exc
-    unknown = unknown_parameters(event)
-    if unknown:
+    return validate_client_event(raw, _ADAPTER, _MEMBER_BY_TYPE, _refuse_beta_shape)
+
+
+def _refuse_beta_shape(data: JsonObject, event_id: str | None) -> None:
+    session = data.get("session")
+    # The retired beta shape (no session.type) is refused since 2026.
+    if (
+        data["type"] == "session.update"
+        and isinstance(session, dict)
+        and session.get("type") not in ("realtime", "transcription")
+    ):
         raise ClientEventError(
-            "unknown_parameter", f"Unknown parameter: '{unknown[0]}'.", unknown[0], event_id
+            "beta_api_shape_disabled",
+            "session.type is required (beta session shape is disabled).",
+            "session.type",
+            event_id,
         )
-    return event
 
 
 def event(event_type: str, **fields: Any) -> JsonObject:

@@ -206,11 +206,12 @@ class FakeSession:
                     return
                 assert item.event is not None
                 sent_at = time.monotonic()
-                self._connection.send(json.dumps(item.event))
+                # Recorded before sending: a test that has just received it may look it up.
                 with self._lock:
                     self.sent_events.append((sent_at, item.event))
                     if item.event.get("type") == "session.output_audio.delta":
                         self.sent_deltas.append((str(item.event["event_id"]), sent_at))
+                self._connection.send(json.dumps(item.event))
         except ConnectionClosed:
             pass  # the client went away; the reader records how
         except Exception:  # a thread boundary: log, never kill the test process
