@@ -52,6 +52,9 @@ class OpenAITranslateHarness:
     def drop_all(self) -> None:
         self.server.drop_all(None)
 
+    def output_sent_at(self) -> list[float]:
+        return sorted(t for s in self.server.sessions for _, t in s.sent_deltas)
+
     @contextmanager
     def refusing(self) -> Iterator[None]:
         self.server.api_key = "sk-another-key"
@@ -101,6 +104,10 @@ class OpenAIRealtimeHarness(OpenAITranslateHarness):
         ]
         both.extend((s.connected_at, _RealtimeSession(s)) for s in self.server.realtime_sessions)
         return [session for _, session in sorted(both, key=lambda pair: pair[0])]
+
+    def output_sent_at(self) -> list[float]:
+        realtime = [t for s in self.server.realtime_sessions for _, t in s.sent_deltas]
+        return sorted([*super().output_sent_at(), *realtime])
 
 
 @contextmanager
