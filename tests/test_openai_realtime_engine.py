@@ -22,9 +22,20 @@ from bridge.metrics import Metrics
 from bridge.openai_realtime_engine import VOICES
 from bridge.settings import ConfigError, Settings
 from tests.bridge_process import OPENAI_KEY
-from tests.fakes.audio import dominant_frequency, load_wav
+from tests.call_helpers import (
+    BRIDGE_NUMBER,
+    CALLER_NUMBER,
+    agent_of,
+    bridge_stack,
+    tone_ulaw,
+    wait_call_over,
+    wait_streaming,
+)
+from tests.fakes.audio import dominant_frequency, load_wav, ulaw_silence
 from tests.fakes.openai_realtime import FakeRealtimeServer, RealtimeSession
 from tests.fakes.openai_translate import tone_for
+from tests.fakes.twilio import DialBehaviour
+from tests.test_engine_calls import heard_tone_s
 from tests.test_engines import BASE_ENV, Recorder, speak
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -247,3 +258,42 @@ def test_live_spanish_is_interpreted_into_english() -> None:
     assert not heard.failures
     audio = heard.heard()
     assert isinstance(audio, Pcm16) and audio.duration_ms > 1000
+
+
+@pytest.mark.slow
+def test_a_dutch_caller_is_interpreted_both_ways_through_auto(
+    tmp_path: Path,
+) -> None:
+    """ENGINE=auto in a whole call: Dutch (only the realtime model speaks it) for the caller,
+    English (the translation model) for the agent."""
+    running = FakeRealtimeServer()
+    with (
+        running,
+        bridge_stack(
+            tmp_path,
+            {
+                "ENGINE": "auto",
+                "OPENAI_API_KEY": OPENAI_KEY,
+                "OPENAI_BASE_URL": running.base_url,
+                "CALLER_LANGUAGE": "nl",
+                "CALLER_LANGUAGES": "nl",
+            },
+            None,
+        ) as stack,
+    ):
+        twilio = stack.twilio
+        twilio.default_dial = DialBehaviour(audio=ulaw_silence(8000 * 4) + tone_ulaw(2.0))
+        caller = twilio.place_call(
+            ulaw_silence(8000) + tone_ulaw(2.0), from_=CALLER_NUMBER, to=BRIDGE_NUMBER
+        )
+        agent = agent_of(twilio, caller)
+        wait_streaming(twilio, caller, agent)
+        assert twilio.wait_for(lambda: heard_tone_s(agent, tone_for("en")) >= 0.6, 20)
+        assert twilio.wait_for(lambda: heard_tone_s(caller, tone_for("nl")) >= 0.6, 20)
+        caller.hangup()
+        wait_call_over(stack.bridge)
+        assert caller.violations == [] and agent.violations == []
+    realtime = running.realtime_sessions
+    assert len(realtime) == 1 and "from English into Dutch" in realtime[0].instructions
+    assert [s.output_language for s in running.sessions] == ["en"]
+    assert realtime[0].ended_cleanly and realtime[0].conversation == []
