@@ -9,9 +9,10 @@ Audio in
     owns (one per session: they are stateful).
 Audio out
     :meth:`SessionListener.on_audio` takes :class:`Pcm16` at whatever rate the engine produces;
-    the listener's leg resamples. Rates the leg plays: 8 kHz (as is) and 24 kHz (3:1
-    anti-aliased decimation); any other rate is refused with ``ValueError``, so an engine whose
-    vendor speaks another rate (16 kHz, 48 kHz) asks the vendor for 8 or 24 kHz, or converts.
+    the listener's leg resamples. Rates the leg plays: 8 kHz (as is), 16 kHz (2:1) and 24 kHz
+    (3:1), each through an anti-aliasing filter of ~2.4 ms delay; any other rate is refused
+    with ``ValueError``, so an engine whose vendor speaks another rate (48 kHz) asks the vendor
+    for one of these, or converts.
     ``received_at`` is ``time.monotonic()`` when the bytes arrived from the vendor: latency is
     measured from it.
 Text
@@ -67,7 +68,7 @@ class SessionListener(Protocol):
     """Where a session delivers its output. Called from the session's own threads."""
 
     def on_audio(self, audio: Pcm16, received_at: float) -> None:
-        """Translated audio for the listener (8 or 24 kHz); ``received_at`` is
+        """Translated audio for the listener (8, 16 or 24 kHz); ``received_at`` is
         ``time.monotonic()`` when it arrived from the vendor."""
 
     def on_text(self, kind: TextKind, text: str) -> None:
