@@ -224,6 +224,14 @@ class RealtimeLink(OpenAILink[RealtimeConnection]):
         self._respond_if_idle()
         self._close_if_done()
 
+    def _on_error(self, event: Any) -> None:
+        super()._on_error(event)
+        if event.error.code == "input_audio_buffer_commit_empty":
+            # Our closing commit found too little speech to translate: nothing more is owed.
+            with self._lock:
+                self._speaking = False
+            self._close_if_done()
+
     def _close_if_done(self) -> None:
         with self._lock:
             done = (

@@ -297,3 +297,26 @@ def test_a_dutch_caller_is_interpreted_both_ways_through_auto(
     assert len(realtime) == 1 and "from English into Dutch" in realtime[0].instructions
     assert [s.output_language for s in running.sessions] == ["en"]
     assert realtime[0].ended_cleanly and realtime[0].conversation == []
+
+
+def test_a_close_whose_last_commit_is_refused_ends_at_once(server: FakeRealtimeServer) -> None:
+    session, heard = open_session(server, "en", "es")
+    speak(session, 0.5)  # speech under way, and the server knows it
+    stand_in = newest(server)
+    deadline = time.monotonic() + 5
+    while not any(
+        e["type"] == "input_audio_buffer.speech_started" for _, e in stand_in.sent_events
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(0.2)
+    server.min_commit_ms = 10_000  # the closing commit is refused (too little audio)
+    try:
+        started = time.monotonic()
+        finish(session)
+        ended(server)
+    finally:
+        server.min_commit_ms = 100
+    assert time.monotonic() - started < 2.0  # not the 5 s wait for a response never coming
+    assert [code for _, code, _ in stand_in.invalid_events] == ["input_audio_buffer_commit_empty"]
+    assert stand_in.ended_cleanly and not heard.failures

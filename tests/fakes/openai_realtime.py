@@ -137,6 +137,7 @@ class FakeRealtimeServer(FakeTranslationServer):
         super().__init__(api_key=api_key)
         self._realtime: list[RealtimeSession] = []
         self._realtime_lock = threading.Lock()
+        self.min_commit_ms = MIN_COMMIT_MS  # a test may raise it to make commits fail
 
     @property
     def realtime_sessions(self) -> list[RealtimeSession]:
@@ -282,11 +283,11 @@ class FakeRealtimeServer(FakeTranslationServer):
 
     def _commit(self, session: RealtimeSession, event_id: Any) -> None:
         buffered_ms = 1000 * len(session._buffer) // 2 // session.input_rate_hz
-        if buffered_ms < MIN_COMMIT_MS:
+        if buffered_ms < self.min_commit_ms:
             self._refuse(
                 session,
                 "input_audio_buffer_commit_empty",
-                f"buffer too small: {buffered_ms}ms of audio, at least {MIN_COMMIT_MS}ms needed",
+                f"buffer too small: {buffered_ms}ms, at least {self.min_commit_ms}ms needed",
                 event_id,
             )
             return
