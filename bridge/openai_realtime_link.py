@@ -78,7 +78,6 @@ class RealtimeLink(OpenAILink[RealtimeConnection]):
         self._handlers = {
             "session.created": self._on_session_created,
             "input_audio_buffer.speech_started": self._on_speech_started,
-            "input_audio_buffer.speech_stopped": self._on_speech_stopped,
             "input_audio_buffer.committed": self._on_committed,
             "response.output_audio.delta": self._on_output_audio_delta,
             "response.output_audio_transcript.delta": self._on_output_transcript_delta,
@@ -158,11 +157,8 @@ class RealtimeLink(OpenAILink[RealtimeConnection]):
         with self._lock:
             self._speaking = True
 
-    def _on_speech_stopped(self, event: Any) -> None:
-        with self._lock:
-            self._speaking = False
-
     def _on_committed(self, event: Any) -> None:
+        # Speaking ends here, not at speech_stopped: the commit that follows it is still owed.
         with self._lock:
             self._speaking = False
             self._waiting.append(str(event.item_id))
