@@ -2,7 +2,7 @@
 
 ``RestServer`` is a ``ThreadingHTTPServer`` on 127.0.0.1 (non-daemon request threads, joined on
 close). It authenticates, parses forms, records every request, and hands calls to a
-:class:`CallApi` (the ``FakeTwilio``); JSON shapes follow Twilio's call resource and error body.
+:class:`CallApi` (the ``TwilioSim``); JSON shapes follow Twilio's call resource and error body.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ class RestServer(ThreadingHTTPServer):
         self._thread = threading.Thread(
             target=self.serve_forever,
             kwargs={"poll_interval": 0.05},
-            name="fake-twilio-rest",
+            name="sim-twilio-rest",
             daemon=True,
         )
         self._thread.start()

@@ -26,13 +26,15 @@ from twilio.request_validator import RequestValidator  # type: ignore[import-unt
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from tests.fakes.audio import (
+from bridge.audio import (
     TWILIO_FRAME_BYTES,
+    TWILIO_RATE_HZ,
+    ULAW_SILENCE,
+    Pcm16,
     pcm16_to_ulaw,
-    ulaw_silence,
     ulaw_to_pcm16,
 )
-from tests.fakes.playout import PlayoutBuffer
+from bridge.sim.playout import PlayoutBuffer
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +73,9 @@ def echo_mixer(gain: float) -> InboundFilter:
     """An inbound filter that adds what the leg hears, scaled by ``gain``, to its own speech."""
 
     def mix(_index: int, own: bytes, heard: bytes) -> bytes:
-        mixed = ulaw_to_pcm16(own).astype(np.int32) + gain * ulaw_to_pcm16(heard).astype(np.int32)
-        return pcm16_to_ulaw(np.clip(mixed, -32768, 32767).astype(np.int16))
+        own_pcm, heard_pcm = ulaw_to_pcm16(own).samples, ulaw_to_pcm16(heard).samples
+        mixed = own_pcm.astype(np.int32) + gain * heard_pcm.astype(np.int32)
+        return pcm16_to_ulaw(Pcm16(np.clip(mixed, -32768, 32767).astype(np.int16), TWILIO_RATE_HZ))
 
     return mix
 
@@ -154,7 +157,7 @@ class MediaStreamClient:
             return False
         for target, name in ((self._write_loop, "writer"), (self._read_loop, "reader")):
             thread = threading.Thread(
-                target=target, name=f"fake-twilio-{self.label}-{name}", daemon=True
+                target=target, name=f"sim-twilio-{self.label}-{name}", daemon=True
             )
             self._threads.append(thread)
             thread.start()
@@ -193,7 +196,9 @@ class MediaStreamClient:
 
     def _media(self, index: int, due: float, seq: int) -> dict[str, Any]:
         own = self.audio[index * TWILIO_FRAME_BYTES : (index + 1) * TWILIO_FRAME_BYTES]
-        own += ulaw_silence(TWILIO_FRAME_BYTES - len(own))  # a phone line never goes quiet
+        own += bytes([ULAW_SILENCE]) * (
+            TWILIO_FRAME_BYTES - len(own)
+        )  # a phone line never goes quiet
         if self.inbound_filter is not None:
             with self._lock:
                 heard = self.playout.window(due - FRAME_S - self.echo_delay_s, TWILIO_FRAME_BYTES)
