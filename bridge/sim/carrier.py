@@ -31,6 +31,7 @@ import requests
 from bridge.sim.answers import GatherAnswer
 from bridge.sim.call import DialBehaviour, SimCall
 from bridge.sim.media import new_sid, sign
+from bridge.sim.numbers import PhoneNumbers
 from bridge.sim.rest import API_VERSION, Form, RestError, RestRequest, RestServer, first
 
 __all__ = ["DialBehaviour", "GatherAnswer", "SimCall", "TwilioSim", "WebhookRecord"]
@@ -80,6 +81,8 @@ class TwilioSim:
         max_call_s: float = 120.0,
         say_s_per_char: float = 0.0,
         gather_wait_scale: float = 0.0,
+        rest_host: str = "127.0.0.1",
+        rest_port: int = 0,
     ) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
@@ -103,7 +106,8 @@ class TwilioSim:
             target=self._post_loop, name="sim-twilio-poster", daemon=True
         )
         self._poster.start()
-        self._rest = RestServer(self)
+        self.numbers = PhoneNumbers(account_sid)
+        self._rest = RestServer(self, rest_host, rest_port)
 
     # -- observation -----------------------------------------------------------------------
     @property
@@ -396,6 +400,18 @@ class TwilioSim:
     def fetch_call(self, sid: str) -> dict[str, Any]:
         """``GET …/Calls/{sid}.json``."""
         return self._call(sid).resource()
+
+    def list_numbers(self, query: Form) -> dict[str, Any]:
+        """``GET …/IncomingPhoneNumbers.json``."""
+        return self.numbers.list(query)
+
+    def fetch_number(self, sid: str) -> dict[str, Any]:
+        """``GET …/IncomingPhoneNumbers/{sid}.json``."""
+        return self.numbers.get(sid)
+
+    def update_number(self, sid: str, form: Form) -> dict[str, Any]:
+        """``POST …/IncomingPhoneNumbers/{sid}.json``."""
+        return self.numbers.update(sid, form)
 
     # -- teardown --------------------------------------------------------------------------------
     def close(self) -> None:

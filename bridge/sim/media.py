@@ -39,6 +39,8 @@ from bridge.sim.playout import PlayoutBuffer
 logger = logging.getLogger(__name__)
 
 FRAME_S = 0.020
+# Twilio's outbound buffer holds about ten minutes; beyond that it drops audio (31931).
+MAX_BUFFERED_S = 600.0
 _POLL_S = 0.1
 _JOIN_TIMEOUT_S = 5.0
 _ALLOWED_KEYS = {
@@ -124,6 +126,8 @@ class MediaStreamClient:
         self.marks_sent_back: list[tuple[str, float]] = []
         self.clears: list[float] = []
         self.media_sent = 0
+        self._odd_size_seen = False
+        self._overfull_seen = False
         self.closed = threading.Event()
         self.closed_by_server = threading.Event()
         self.playout = PlayoutBuffer()
@@ -184,6 +188,12 @@ class MediaStreamClient:
         """What the listener has heard by now (received audio minus what ``clear`` dropped)."""
         with self._lock:
             return self.playout.played(time.monotonic())
+
+    def heard_timeline(self, origin: float, seconds: float) -> bytes:
+        """What the listener heard from monotonic ``origin`` on, ``seconds`` long: μ-law with
+        silence wherever nothing played, so positions in it are real times."""
+        with self._lock:
+            return self.playout.window(origin, round(seconds * TWILIO_RATE_HZ))
 
     def frame_sizes(self) -> list[int]:
         """Byte length of each received ``media`` payload."""
@@ -373,7 +383,20 @@ class MediaStreamClient:
         except (binascii.Error, ValueError):
             self._violation("31951: media payload is not base64")
             return
+        if not data:
+            self._violation("31951: media with an empty payload")
+            return
+        if data[:4] == b"RIFF":
+            self._violation("media payload starts with a WAV header (raw μ-law only)")
+        elif len(data) % TWILIO_FRAME_BYTES and not self._odd_size_seen:
+            # Twilio plays any size, but irregular chunks are reported to sound choppy; once.
+            self._odd_size_seen = True
+            self._violation(f"media payload of {len(data)} bytes: not whole 20 ms frames")
         self.heard_frames.append(HeardFrame(now, data))
         with self._wakeup:
             self.playout.enqueue(data, now)
+            overfull = self.playout.unplayed_s(now) > MAX_BUFFERED_S
             self._wakeup.notify_all()
+        if overfull and not self._overfull_seen:
+            self._overfull_seen = True
+            self._violation("31931: over 10 minutes of audio buffered; Twilio discards it")
