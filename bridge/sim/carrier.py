@@ -30,7 +30,7 @@ import requests
 
 from bridge.sim.answers import GatherAnswer
 from bridge.sim.call import DialBehaviour, SimCall
-from bridge.sim.media import new_sid, sign
+from bridge.sim.media import InboundFilter, new_sid, sign
 from bridge.sim.numbers import PhoneNumbers
 from bridge.sim.rest import API_VERSION, Form, RestError, RestRequest, RestServer, first
 
@@ -153,6 +153,7 @@ class TwilioSim:
         to: str = "+15550002222",
         *,
         echo_gain: float = 0.0,
+        inbound_filter: InboundFilter | None = None,
         hangup_after_s: float | None = None,
         status_callback: str | None = None,
         status_callback_events: frozenset[str] = frozenset(),
@@ -178,6 +179,7 @@ class TwilioSim:
         behaviour = DialBehaviour(
             audio=caller_audio,
             echo_gain=echo_gain,
+            inbound_filter=inbound_filter,
             hangup_after_s=hangup_after_s,
             gather_answers=gather_answers,
         )

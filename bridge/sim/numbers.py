@@ -137,6 +137,7 @@ class PhoneNumbers:
 
     def update(self, sid: str, form: Form) -> dict[str, Any]:
         """Apply the form's known fields (all checked before any is applied)."""
+        self.get(sid)  # an unknown number is 404 whatever the form says, as on Twilio
         changes: dict[str, str | None] = {
             UPDATABLE[k]: v[0] for k, v in form.items() if k in UPDATABLE and v
         }

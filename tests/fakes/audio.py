@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from bridge.sim.wav import read_wav
+from bridge.sim.wav import DEMO_AUDIO, read_wav
 
 TWILIO_RATE_HZ = 8000
 ENGINE_RATE_HZ = 24000
@@ -21,9 +21,9 @@ TWILIO_FRAME_BYTES = TWILIO_RATE_HZ * FRAME_MS // 1000  # 160 μ-law bytes = 20 
 ULAW_SILENCE_BYTE = 0xFF
 
 
-# Copies of the shared speech fixtures live in tests/fixtures (see its README) so the suite needs
-# nothing outside the repository. The 24 kHz ones are small enough too.
-SHARED_AUDIO = Path(__file__).resolve().parents[1] / "fixtures"
+# The speech fixtures live once in the repository, in demo/audio (see its README): the demo
+# (`make demo`) calls with them, and the suite needs nothing outside the repository.
+SHARED_AUDIO = DEMO_AUDIO
 CALLER_ES_8K_MULAW = SHARED_AUDIO / "caller_es_8k_mulaw.wav"
 AGENT_EN_8K_MULAW = SHARED_AUDIO / "agent_en_8k_mulaw.wav"
 CALLER_ES_24K_PCM16 = SHARED_AUDIO / "caller_es_24k_pcm16.wav"
