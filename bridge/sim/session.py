@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -71,15 +70,6 @@ class SimOptions:
 
 def _silence(seconds: float) -> bytes:
     return bytes([ULAW_SILENCE]) * int(TWILIO_RATE_HZ * seconds)
-
-
-def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(_POLL_S)
-    return True
 
 
 class SpeechGate:
@@ -215,9 +205,10 @@ class Simulator:
         """Wait for both legs to stream, both parties to finish, and the tail; then hang up.
         True when the simulator hung up (rather than the bridge ending the call)."""
         opts = self.options
-        both_up = _wait(
+        both_up = self.twilio.wait_for(
             lambda: caller.ended.is_set() or (_streaming(caller) and _streaming(self._agent())),
             _SETUP_TIMEOUT_S,
+            _POLL_S,
         )
         if caller.gathers:
             self._say(f"Language menu heard {len(caller.gathers)} time(s).")
@@ -234,9 +225,10 @@ class Simulator:
         if agent is not None:
             self._say(f"Agent dialled at {agent.to} ({agent.sid}); both parties speaking …")
         budget = opts.max_call_s
-        done = _wait(
+        done = self.twilio.wait_for(
             lambda: caller.ended.is_set() or (self.caller_mic.finished and self.agent_mic.finished),
             budget,
+            _POLL_S,
         )
         if caller.ended.is_set():
             self._say("The bridge ended the call.")
