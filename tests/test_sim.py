@@ -22,6 +22,7 @@ import pytest
 from websockets.sync.server import ServerConnection, serve
 
 from bridge.sim.__main__ import main as sim_main
+from bridge.sim.demo import bridge_environment
 from bridge.sim.media import sign
 from bridge.sim.session import SimOptions, Simulator
 from bridge.sim.wav import DEMO_AGENT_WAV, DEMO_CALLER_WAV, to_twilio_ulaw
@@ -94,12 +95,16 @@ def test_demo_runs_the_whole_telephony_path_offline(tmp_path: Path) -> None:
         assert 0 < delay["delay_ms"] < 3000, delay  # generous: a shared 2-core machine
 
     # With the relay each party hears the other's own audio: the heard WAV's loudness follows
-    # what the other party sent, shifted by the delay.
+    # what the other party sent, shifted by the delay (loosely: on a loaded machine a late
+    # frame leaves a gap in the playout and shifts what follows), and all of it arrives.
     for listener, speaker_wav in (("agent", DEMO_CALLER_WAV), ("caller", DEMO_AGENT_WAV)):
         heard = read_heard(out / f"{listener}_heard.wav")
         sent = ulaw_to_pcm16(to_twilio_ulaw(speaker_wav))
         _lag, corr = best_lag_correlation(heard, sent)
-        assert corr > 0.9, (listener, corr)
+        assert corr > 0.5, (listener, corr)
+        loud_heard = (envelope(heard, 8000) > 300).sum()
+        loud_sent = (envelope(sent, 8000) > 300).sum()
+        assert 0.9 * loud_sent <= loud_heard <= 1.1 * loud_sent, (listener, loud_heard, loud_sent)
     assert "Outcome: completed" in (out / "report.txt").read_text()
 
 
@@ -261,3 +266,16 @@ def test_simulator_reports_a_bridge_that_breaks_the_protocol(tmp_path: Path) -> 
     text = (tmp_path / "out" / "report.txt").read_text()
     assert "Protocol violations: 7" in text
     assert "No ADMIN_TOKEN" in out.getvalue()
+
+
+def test_demo_uses_the_real_engine_when_a_key_is_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    env = bridge_environment(8000, "http://127.0.0.1:1", tmp_path, "token", "admin-token-long")
+    assert env["ENGINE"] == "relay"
+    assert "OPENAI_API_KEY" not in env
+    assert env["DATABASE_URL"].startswith(f"sqlite:///{tmp_path}")  # inside the output folder
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-real")
+    env = bridge_environment(8000, "http://127.0.0.1:1", tmp_path, "token", "admin-token-long")
+    assert (env["ENGINE"], env["OPENAI_API_KEY"]) == ("openai", "sk-real")

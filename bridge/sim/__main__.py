@@ -30,7 +30,10 @@ def default_out_dir(kind: str) -> Path:
 def menu_digit(language: str) -> str:
     """The keypad digit of ``language`` in config/languages.json (what the bridge's menu
     offers, unless a deployment reassigned it: then pass ``--menu-answer``)."""
-    return load_languages()[language].digit
+    table = load_languages()
+    if language not in table:
+        raise ConfigError(f"--caller-language {language!r}: not in config/languages.json")
+    return table[language].digit
 
 
 def parser() -> argparse.ArgumentParser:
@@ -64,6 +67,8 @@ def options_from(args: argparse.Namespace, env: dict[str, str], out_dir: Path) -
     """The simulation's options from the command line over the environment."""
     if args.bridge:
         env = {**env, "PUBLIC_BASE_URL": args.bridge}
+    elif not env.get("PUBLIC_BASE_URL"):
+        raise ConfigError("which bridge? pass --bridge https://<host> or set PUBLIC_BASE_URL")
     access = twilio_access(env)
     return SimOptions(
         bridge_url=access.public_base_url,
@@ -90,7 +95,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     try:
         options = options_from(args, read_environment(), args.out or default_out_dir("sim"))
         simulator = Simulator(options, out)
-    except (ConfigError, LanguageFileError, WavError, KeyError, OSError) as exc:
+    except (ConfigError, LanguageFileError, WavError, OSError) as exc:
         sys.stderr.write(f"bridge.sim: {exc}\n")
         return 1
     with simulator:

@@ -76,6 +76,7 @@ class DirectionDelay:
     """Speech onset to first heard audio for one direction (seconds since the call began)."""
 
     direction: str
+    connected: bool = False  # the speaker's stream ran (else there is nothing to measure)
     onset_s: float | None = None
     heard_s: float | None = None
     delay_ms: int | None = None
@@ -139,6 +140,8 @@ class Report:
 
 def _delay_line(delay: DirectionDelay, engine: str | None) -> str:
     name = delay.direction.replace("_to_", " → ")
+    if not delay.connected:
+        return f"  {name}: not measured, the speaker's stream never ran"
     if delay.onset_s is None:
         return f"  {name}: the speaker's audio has no speech"
     if delay.delay_ms is None:

@@ -213,7 +213,7 @@ class Simulator:
         if caller.gathers:
             self._say(f"Language menu heard {len(caller.gathers)} time(s).")
         if caller.ended.is_set():
-            self._say("The bridge ended the call.")
+            self._say("The call ended before the simulator hung up.")
             return False
         if not both_up:
             self._say(f"Both legs were not streaming after {_SETUP_TIMEOUT_S:.0f} s; hanging up.")
@@ -230,13 +230,10 @@ class Simulator:
             budget,
             _POLL_S,
         )
-        if caller.ended.is_set():
-            self._say("The bridge ended the call.")
-            return False
         if done:
             caller.ended.wait(opts.tail_s)  # translation still arriving; the bridge may end it
         if caller.ended.is_set():
-            self._say("The bridge ended the call.")
+            self._say("The call ended before the simulator hung up.")
             return False
         self._say("Caller hangs up.")
         caller.hangup()
@@ -285,6 +282,7 @@ class Simulator:
         stream = speaker.stream if speaker is not None else None
         levels = frame_levels_dbfs(mic.audio)
         onset = speech_onset(levels)
+        result.connected = stream is not None and stream.started_at is not None
         if stream is None or stream.started_at is None or onset is None or mic.first_frame is None:
             return result
         # Frames leave at the stream's start + index × 20 ms (anchored, see bridge.sim.media).

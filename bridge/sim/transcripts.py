@@ -81,6 +81,7 @@ class LiveTranscript:
         self._headers = {"Authorization": f"Bearer {admin_token}", "Accept": "text/event-stream"}
         self._out = out
         self._give_up_s = give_up_s
+        self._seen: set[tuple[Any, Any]] = set()
         self._stop = threading.Event()
         self._ended = threading.Event()
         self._response: requests.Response | None = None
@@ -119,21 +120,36 @@ class LiveTranscript:
         return None
 
     def _run(self) -> None:
+        deadline = time.monotonic() + self._give_up_s
         try:
-            response = self._open()
-            if response is None:
-                return
-            self._response = response
-            for name, data in sse_events(response.iter_content(chunk_size=None)):
-                self._on_event(name, json.loads(data))
-                if name == "ended":
-                    return
+            while not self._follow_once() and time.monotonic() < deadline:
+                self._stop.wait(_RETRY_S)
         except (requests.RequestException, ValueError, AttributeError) as exc:
             # AttributeError: urllib3 raises it from a read on a response stop() closed.
             if not self._stop.is_set():
                 self.log.error = f"live events: {type(exc).__name__}: {exc}"
         finally:
             self._ended.set()
+
+    def _follow_once(self) -> bool:
+        """Read one event stream to its end; False when it ended at once for a call whose
+        record is still open. The bridge answers from its store when its live view does not
+        have the call (yet): just after the call starts, that is a call in progress."""
+        response = self._open()
+        if response is None:
+            return True
+        self._response = response
+        open_record = False  # the event just before said the call has not ended
+        for name, data in sse_events(response.iter_content(chunk_size=None)):
+            event = json.loads(data)
+            if name == "ended" and open_record:
+                response.close()
+                return False
+            self._on_event(name, event)
+            if name == "ended":
+                break
+            open_record = name == "snapshot" and event.get("ended_at") is None
+        return True
 
     def _on_event(self, name: str, data: dict[str, Any]) -> None:
         if name == "snapshot":
@@ -148,6 +164,10 @@ class LiveTranscript:
             self.log.end_reason = str(data.get("reason"))
 
     def _segment(self, segment: dict[str, Any]) -> None:
+        key = (segment.get("direction"), segment.get("seq"))
+        if key in self._seen:
+            return  # a second snapshot repeats what the first one had
+        self._seen.add(key)
         line = segment_line(segment)
         self.log.lines.append(line)
         self._out.write(f"  {line}\n")
