@@ -92,7 +92,7 @@ def test_demo_runs_the_whole_telephony_path_offline(tmp_path: Path) -> None:
         assert leg["frames_received"] > 400
         assert leg["marks_echoed"] > 0
     for delay in report["delays"]:
-        assert 0 < delay["delay_ms"] < 3000, delay  # generous: a shared 2-core machine
+        assert 0 <= delay["delay_ms"] < 3000, delay  # generous: a shared 2-core machine
 
     # With the relay each party hears the other's own audio: the heard WAV's loudness follows
     # what the other party sent, shifted by the delay (loosely: on a loaded machine a late
@@ -145,7 +145,7 @@ def test_simulator_cli_translates_through_the_openai_stand_in_and_answers_the_me
     assert any("hello" in line for line in report["transcript"])
     assert report["transcript"][0] in printed
     for delay in report["delays"]:
-        assert delay["delay_ms"] is not None and 0 < delay["delay_ms"] < 3000, delay
+        assert delay["delay_ms"] is not None and 0 <= delay["delay_ms"] < 3000, delay
         assert delay["bridge_delay_ms"] is not None
     # Each party heard the stand-in's tone for their own language: the caller Spanish.
     for listener, language in (("caller", "es"), ("agent", "en")):

@@ -3,9 +3,11 @@
 Pure: figures in, text and JSON out. The delay of a direction is measured on audio alone, the
 way a listener would: from the speaker's speech onset (the first 20 ms frame of what they sent
 above a level) to the first frame the listener *heard* (played out of the simulated Twilio
-buffer, the same time a ``mark`` echo confirms to the bridge) that is within 10 dB of the
-speaker's loud frames. The 10 dB keeps the bridge's quiet passthrough of the speaker's own
-voice (``PASSTHROUGH_DB``, -14 dB by default) from counting as the translation.
+buffer, the same time a ``mark`` echo confirms to the bridge) that is no more than 10 dB below
+what the speaker was saying in the 200 ms before. The bridge's passthrough of the speaker's own
+voice (``PASSTHROUGH_DB``, -14 dB by default, lower while translation plays) is a copy of those
+frames at least 14 dB down, so it never counts as the translation; the relay's copy at full
+level, a translation, or anything heard while the speaker is silent does.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ from bridge.audio import TWILIO_FRAME_BYTES, ulaw_to_pcm16
 
 FRAME_S = 0.020
 SPEECH_FLOOR_DBFS = -45.0  # quieter than this is line noise, not speech
+SILENCE_DBFS = -120.0
 HEARD_MARGIN_DB = 10.0
-_LOUD_PERCENTILE = 95
+# The bridge mixes the speaker's own voice into the listener's frames within tens of ms (it sends
+# them at most 40 ms ahead of playback); 200 ms covers that lag with room to spare.
+PASSTHROUGH_WINDOW_FRAMES = 10
 DIRECTIONS = ("caller_to_agent", "agent_to_caller")
 
 
@@ -32,7 +37,9 @@ def frame_levels_dbfs(ulaw: bytes) -> list[float]:
         return []
     samples = ulaw_to_pcm16(ulaw[: n * TWILIO_FRAME_BYTES]).samples.astype(np.float64)
     rms = np.sqrt((samples.reshape(n, TWILIO_FRAME_BYTES) ** 2).mean(axis=1))
-    return [float(v) for v in 20 * np.log10(np.maximum(rms, 1e-6) / 32768.0)]
+    return [
+        float(v) for v in np.maximum(20 * np.log10(np.maximum(rms, 1e-9) / 32768.0), SILENCE_DBFS)
+    ]
 
 
 def speech_onset(levels: list[float]) -> int | None:
@@ -40,18 +47,18 @@ def speech_onset(levels: list[float]) -> int | None:
     return next((i for i, level in enumerate(levels) if level > SPEECH_FLOOR_DBFS), None)
 
 
-def heard_threshold(speaker_levels: list[float]) -> float:
-    """The level heard audio must reach to count as the speaker's words coming through."""
-    voiced = [level for level in speaker_levels if level > SPEECH_FLOOR_DBFS]
-    if not voiced:
-        return SPEECH_FLOOR_DBFS
-    loud = float(np.percentile(voiced, _LOUD_PERCENTILE))
-    return max(SPEECH_FLOOR_DBFS, loud - HEARD_MARGIN_DB)
-
-
-def first_heard(levels: list[float], from_index: int, threshold: float) -> int | None:
-    """Index of the first heard frame at or after ``from_index`` reaching ``threshold``."""
-    return next((i for i in range(max(0, from_index), len(levels)) if levels[i] >= threshold), None)
+def first_heard(heard: list[float], speaker: list[float], from_index: int) -> int | None:
+    """Index of the first heard frame at or after ``from_index`` that carries the other party's
+    words: above the speech floor and no more than ``HEARD_MARGIN_DB`` below the loudest frame
+    the speaker sent in the ``PASSTHROUGH_WINDOW_FRAMES`` before it. ``speaker`` holds the
+    speaker's frame levels on the same timeline (-120 where they sent nothing)."""
+    for i in range(max(0, from_index), len(heard)):
+        if heard[i] <= SPEECH_FLOOR_DBFS:
+            continue
+        recent = speaker[max(0, i - PASSTHROUGH_WINDOW_FRAMES) : i + 1]
+        if heard[i] >= max(recent, default=SILENCE_DBFS) - HEARD_MARGIN_DB:
+            return i
+    return None
 
 
 @dataclass

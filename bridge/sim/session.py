@@ -27,12 +27,12 @@ from bridge.sim.call import DialBehaviour, SimCall
 from bridge.sim.carrier import TwilioSim
 from bridge.sim.report import (
     FRAME_S,
+    SILENCE_DBFS,
     DirectionDelay,
     LegStats,
     Report,
     first_heard,
     frame_levels_dbfs,
-    heard_threshold,
     speech_onset,
 )
 from bridge.sim.transcripts import LiveTranscript
@@ -115,6 +115,7 @@ class Simulator:
         self.out = out
         self.caller_audio = _silence(options.lead_in_s) + to_twilio_ulaw(options.caller_wav)
         self.agent_audio = _silence(options.lead_in_s) + to_twilio_ulaw(options.agent_wav)
+        self._origin = self._end = 0.0  # the call's span on the monotonic clock, once over
         self.caller_mic = SpeechGate(self.caller_audio)
         self.agent_mic = SpeechGate(self.agent_audio)
         self.twilio = TwilioSim(
@@ -271,12 +272,7 @@ class Simulator:
         return bytes(timeline)
 
     def _delay(
-        self,
-        direction: str,
-        speaker: SimCall | None,
-        mic: SpeechGate,
-        heard: bytes,
-        origin: float,
+        self, direction: str, speaker: SimCall | None, mic: SpeechGate, listener: SimCall | None
     ) -> DirectionDelay:
         result = DirectionDelay(direction)
         stream = speaker.stream if speaker is not None else None
@@ -285,13 +281,20 @@ class Simulator:
         result.connected = stream is not None and stream.started_at is not None
         if stream is None or stream.started_at is None or onset is None or mic.first_frame is None:
             return result
-        # Frames leave at the stream's start + index × 20 ms (anchored, see bridge.sim.media).
-        result.onset_s = stream.started_at - origin + (mic.first_frame + onset) * FRAME_S
-        heard_levels = frame_levels_dbfs(heard)
-        index = first_heard(heard_levels, int(result.onset_s / FRAME_S), heard_threshold(levels))
+        # On the speaker's own frame grid (frames leave at the stream's start + index × 20 ms,
+        # anchored, see bridge.sim.media): what the listener heard, frame by frame, beside what
+        # the speaker sent in the same 20 ms.
+        start = stream.started_at
+        heard = frame_levels_dbfs(self.heard(listener, start, self._end))
+        spoken = [SILENCE_DBFS] * len(heard)
+        first = mic.first_frame
+        for k, level in enumerate(levels[: max(0, len(spoken) - first)]):
+            spoken[first + k] = level
+        result.onset_s = start - self._origin + (first + onset) * FRAME_S
+        index = first_heard(heard, spoken, first + onset)
         if index is not None:
-            result.heard_s = index * FRAME_S
-            result.delay_ms = round((result.heard_s - result.onset_s) * 1000)
+            result.heard_s = start - self._origin + index * FRAME_S
+            result.delay_ms = round((index - first - onset) * FRAME_S * 1000)
         return result
 
     def _report(
@@ -317,13 +320,13 @@ class Simulator:
             legs=legs,
             transcript=list(log.lines) if log else [],
         )
-        heard = {"caller": self.heard(caller, origin, end), "agent": self.heard(agent, origin, end)}
-        speakers: list[tuple[str, SimCall | None, SpeechGate, bytes]] = [
-            ("caller_to_agent", caller, self.caller_mic, heard["agent"]),
-            ("agent_to_caller", agent, self.agent_mic, heard["caller"]),
+        self._origin, self._end = origin, end
+        speakers: list[tuple[str, SimCall | None, SpeechGate, SimCall | None]] = [
+            ("caller_to_agent", caller, self.caller_mic, agent),
+            ("agent_to_caller", agent, self.agent_mic, caller),
         ]
-        for direction, speaker, mic, listener_heard in speakers:
-            delay = self._delay(direction, speaker, mic, listener_heard, origin)
+        for direction, speaker, mic, listener in speakers:
+            delay = self._delay(direction, speaker, mic, listener)
             if log is not None:
                 delay.bridge_delay_ms = log.delays_ms.get(direction)
             report.delays.append(delay)
