@@ -24,11 +24,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from bridge import bland_wire as wire
 from bridge.audio import TWILIO_RATE_HZ, Pcm16, pcm16_to_ulaw
-from bridge.bland_link import BlandLink, BlandRest, LinkState
+from bridge.bland_link import BlandLink, BlandRest, LinkState, is_voiced
 from bridge.engine import EngineUnavailable, SessionListener, SessionSpec, TranslationSession
 from bridge.logs import call_logger
 from bridge.metrics import Metrics
@@ -43,10 +41,12 @@ MAX_SEND_BYTES = TWILIO_RATE_HZ // 10
 SLOT_WAIT_S = 2.0
 RECOVERY_BUDGET_S = 15.0
 _RETRY_DELAYS_S = (0.0, 0.5, 1.0, 2.0, 4.0)
+# Rotation: the next session opens this long before the limit (at most a third of the life)
+# and takes over at the first quiet moment, or at the latest when only the guard time is left:
+# enough for the old session's last answer (FINISH_WAIT_S) before Bland's limit cuts it.
 ROTATE_LEAD_MAX_S = 60.0
-ROTATE_GUARD_MAX_S = 5.0
+ROTATE_GUARD_MAX_S = 10.0
 QUIET_S = 0.5
-QUIET_RMS = 400.0  # ~ -38 dBFS: below speech, above a phone line's noise floor
 # How long to wait for the other direction to register its language (both are created
 # back to back when a call starts, so this is normally instant).
 SIBLING_WAIT_S = 0.2
@@ -191,8 +191,7 @@ class BlandTranslationSession:
         self._writer.start()
 
     def send_audio(self, audio: Pcm16) -> None:
-        samples = audio.samples
-        if len(samples) and float(np.sqrt(np.mean(samples.astype(np.float32) ** 2))) > QUIET_RMS:
+        if is_voiced(audio):
             self._last_voice_at = time.monotonic()
         ulaw = pcm16_to_ulaw(audio)  # table work; the samples came from μ-law anyway
         excess = 0
@@ -300,7 +299,7 @@ class BlandTranslationSession:
         if age < life - min(ROTATE_LEAD_MAX_S, life / 3):
             return
         quiet = time.monotonic() - self._last_voice_at >= QUIET_S
-        due = quiet or age >= life - min(ROTATE_GUARD_MAX_S, life / 10)
+        due = quiet or age >= life - min(ROTATE_GUARD_MAX_S, life / 4)
         spare = self._spare
         if spare is None:
             if not self._spare_refused:

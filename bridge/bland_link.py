@@ -20,11 +20,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import requests
 from websockets.sync.client import ClientConnection, connect
 
 from bridge import bland_wire as wire
-from bridge.audio import ulaw_to_pcm16
+from bridge.audio import Pcm16, ulaw_to_pcm16
 from bridge.engine import EngineUnavailable, SessionListener
 from bridge.logs import CallLogger
 
@@ -32,10 +33,13 @@ REST_TIMEOUT_S = 10.0
 OPEN_TIMEOUT_S = 10.0
 # A μ-law utterance of a minute is ~640 KiB in base64 JSON; Bland sends it in pieces anyway.
 MAX_SERVER_MESSAGE_BYTES = 4 * 1024 * 1024
-# Ending: wait for output of the last utterance, at most this long, before DELETE.
-FINISH_WAIT_S = 3.0
-# No message for this long (and no utterance mid-delivery) counts as "nothing more coming".
+# Ending: wait for the answer to the last utterance, at most this long, before DELETE. Bland
+# answers an utterance only after it ends, so speech sent since the last transcript means an
+# answer is still coming.
+FINISH_WAIT_S = 5.0
+# No message for this long (and no answer owed or mid-delivery) counts as "nothing more coming".
 FINISH_IDLE_S = 0.6
+VOICE_RMS = 400.0  # ~ -38 dBFS: below speech, above a phone line's noise floor
 
 
 class LinkState(enum.Enum):
@@ -120,7 +124,9 @@ class BlandLink:
         self._sequence = 0
         self._sent_bytes = 0
         self._last_message_at = 0.0
-        self._utterance_open = False  # audio arrived and its tts_complete has not
+        self._voice_sent_at = 0.0  # the last frame of speech sent
+        self._answered_at = 0.0  # the last transcript received
+        self._utterance_open = False  # an answer began and its tts_complete has not come
         self._reader: threading.Thread | None = None
         self._ender: threading.Thread | None = None
 
@@ -181,7 +187,14 @@ class BlandLink:
             self._mark_dead(f"send failed: {type(exc).__name__}")
             return False
         self._sent_bytes += len(ulaw)
+        if is_voiced(ulaw_to_pcm16(ulaw)):
+            self._voice_sent_at = time.monotonic()
         return True
+
+    @property
+    def answer_owed(self) -> bool:
+        """Speech was sent that Bland has not answered yet (or is still answering)."""
+        return self._utterance_open or self._voice_sent_at > self._answered_at
 
     def finish(self, reason: str = "call_ended") -> None:
         """End in the background: wait for the last output, DELETE, close. Idempotent."""
@@ -218,7 +231,7 @@ class BlandLink:
             deadline = time.monotonic() + FINISH_WAIT_S
             while time.monotonic() < deadline and self.state is LinkState.FINISHING:
                 idle = time.monotonic() - self._last_message_at
-                if idle >= FINISH_IDLE_S and not self._utterance_open:
+                if idle >= FINISH_IDLE_S and not self.answer_owed:
                     break
                 time.sleep(0.05)
         self._end_now(reason)
@@ -265,6 +278,8 @@ class BlandLink:
             if event.ulaw:
                 self._listener.on_audio(ulaw_to_pcm16(event.ulaw), received_at)
         elif isinstance(event, wire.Transcript):
+            self._answered_at = received_at
+            self._utterance_open = True
             # Whole utterances, not deltas: a trailing space keeps consecutive ones apart.
             if event.original:
                 self._listener.on_text("source", event.original + " ")
@@ -311,6 +326,14 @@ class BlandLink:
                 conn.close()
             except Exception:  # noqa: BLE001 - closing a broken socket may raise; nothing to do
                 self._log.debug("closing Bland socket raised", exc_info=True)
+
+
+def is_voiced(audio: Pcm16) -> bool:
+    """Whether ``audio`` holds speech (Bland will answer it) rather than line noise."""
+    samples = audio.samples
+    return (
+        bool(len(samples)) and float(np.sqrt(np.mean(samples.astype(np.float32) ** 2))) > VOICE_RMS
+    )
 
 
 def _json(response: requests.Response) -> Any:

@@ -87,7 +87,11 @@ def test_a_bad_base_url_names_the_variable() -> None:
         engine_for(None, BLAND_BASE_URL="ftp://bland.example")
 
 
-def test_the_session_is_ended_with_delete_after_its_last_utterance(bland: FakeBland) -> None:
+@pytest.mark.parametrize("answer_delay_s", [0.0, 1.5])
+def test_the_session_is_ended_with_delete_after_its_last_utterance(
+    bland: FakeBland, answer_delay_s: float
+) -> None:
+    bland.answer_delay_s = answer_delay_s  # Bland still translating when the call ends
     engine, _ = engine_for(bland, BLAND_VOICE_ID="0f0e0d0c-0000-4000-8000-000000000001")
     session, heard = open_session(engine)
     speak(session, 0.8)
@@ -147,12 +151,13 @@ def bland_ws_port(server: FakeBland) -> int:
 
 @pytest.mark.parametrize("spare_slot", [True, False], ids=["make-before-break", "no-spare-slot"])
 def test_rotation_before_the_limit_loses_no_input(bland: FakeBland, spare_slot: bool) -> None:
-    bland.max_duration_s = 4.0  # Bland's 30 minutes, shortened
+    bland.max_duration_s = 8.0  # Bland's 30 minutes, shortened
+    bland.answer_delay_s = 0.5  # the old session still owes an answer when the switch comes
     engine, metrics = engine_for(bland, BLAND_MAX_SESSIONS="2" if spare_slot else "1")
     session, heard = open_session(engine)
-    for _ in range(5):  # 6 s: sentences with pauses, so there are quiet moments to switch in
-        speak(session, 0.6)
-        speak(session, 0.6, voiced=False)
+    for _ in range(6):  # 9.6 s: sentences with pauses, so there are quiet moments to switch in
+        speak(session, 0.8)
+        speak(session, 0.8, voiced=False)
     session.close()
     session.join(15)
     sessions = bland.sessions
@@ -160,8 +165,9 @@ def test_rotation_before_the_limit_loses_no_input(bland: FakeBland, spare_slot: 
     assert all(s.end_reason != "max_duration_reached" for s in sessions)
     assert all(s.deleted for s in sessions)
     # Every millisecond said went to exactly one Bland session.
-    assert sum(s.received_ms for s in sessions) == pytest.approx(6000, abs=60)
-    assert sum(len(s.utterances) for s in sessions) == 5 and not heard.failures
+    assert sum(s.received_ms for s in sessions) == pytest.approx(9600, abs=60)
+    assert sum(len(s.utterances) for s in sessions) == 6 and not heard.failures
+    assert heard.text("translation") == "hello " * 24  # every answer heard, none cut off
 
 
 def test_the_process_cap_fails_a_session_unopened_without_calling_bland(bland: FakeBland) -> None:

@@ -12,8 +12,9 @@
 
 Every deviation from the documented protocol is recorded in :attr:`FakeBland.violations` (tests
 assert it stays empty). Knobs: ``api_key`` (None accepts any non-empty key; refusal is 401),
-``cap``, ``max_duration_s`` (shortens Bland's 30-minute limit: the session answers with it
-and is ended with ``session_ended`` when it runs out). Inferred where Bland's docs are silent:
+``cap``, ``answer_delay_s`` (Bland's time to answer an utterance), ``max_duration_s``
+(shortens Bland's 30-minute limit: the session answers with it and is ended with
+``session_ended`` when it runs out). Inferred where Bland's docs are silent:
 create answers 200, the cap is refused with 429, unknown ids with 404.
 """
 
@@ -52,6 +53,7 @@ class FakeBland:
         self.cap = cap
         self.max_duration_s: float | None = None
         self.connect_window_s = 600.0
+        self.answer_delay_s = 0.0  # from an utterance's end to its answer
         self.violations: list[str] = []
         self.refused: list[tuple[int, str]] = []  # (status, error code) of refused requests
         self._sessions: list[StandInSession] = []
@@ -225,7 +227,7 @@ class FakeBland:
         session.connection = connection
         session.connected_at = time.monotonic()
         session.status = "ACTIVE"
-        translator = Translator(session)
+        translator = Translator(session, self.answer_delay_s)
         session.send({"type": "ready"})
         ticker = threading.Thread(
             target=self._tick, args=(session, translator), name="fake-bland-tick", daemon=True

@@ -128,8 +128,9 @@ class StandInSession:
 class Translator:
     """Per-connection utterance detection and answers (runs on the connection's threads)."""
 
-    def __init__(self, session: StandInSession) -> None:
+    def __init__(self, session: StandInSession, answer_delay_s: float = 0.0) -> None:
         self._s = session
+        self._delay_s = answer_delay_s  # Bland's thinking time after an utterance ends
         self._lock = threading.Lock()
         self._speech_ms = 0
         self._silence_ms = 0
@@ -166,8 +167,16 @@ class Translator:
 
     def _answer(self) -> None:
         speech_ms, self._speech_ms, self._silence_ms = self._speech_ms, 0, 0
+        self._s.utterances.append(speech_ms)
+        if self._delay_s > 0:
+            timer = threading.Timer(self._delay_s, self._send_answer, args=(speech_ms,))
+            timer.daemon = True
+            timer.start()
+        else:
+            self._send_answer(speech_ms)
+
+    def _send_answer(self, speech_ms: int) -> None:
         s = self._s
-        s.utterances.append(speech_ms)
         words = max(1, speech_ms // 200)
         s.send(
             {
