@@ -13,8 +13,8 @@ from contextlib import AbstractContextManager, contextmanager
 from tests.bridge_process import OPENAI_KEY
 from tests.engine_harness import EngineHarness, StandInSession
 from tests.fakes.audio import ENGINE_RATE_HZ
-from tests.fakes.openai_realtime import FakeRealtimeServer, RealtimeSession
 from tests.fakes.bland import FakeBland
+from tests.fakes.openai_realtime import FakeRealtimeServer, RealtimeSession
 from tests.fakes.openai_session import FakeSession
 from tests.fakes.openai_translate import FakeTranslationServer
 
@@ -123,6 +123,8 @@ def openai_auto() -> Iterator[EngineHarness]:
     server = FakeRealtimeServer()
     with server:
         yield OpenAIRealtimeHarness(server, "auto")
+
+
 BLAND_KEY = "bland-test-key-0123456789"
 
 
