@@ -85,6 +85,7 @@ class GptTranslatorLink:
         for event in wire.SERVER_EVENTS:
             self._sio.on(event, self._handler(event), namespace=ns)
         self._sio.on("connect_error", self._on_connect_error, namespace=ns)
+        self._sio.on("*", self._on_other_event, namespace=ns)
         self._sio.on("disconnect", self._on_disconnect, namespace=ns)
 
     # -- the owner's writer thread ----------------------------------------------------------
@@ -219,6 +220,9 @@ class GptTranslatorLink:
                 self.dead_reason = reason
         self._ended.set()
         self._on_change()
+
+    def _on_other_event(self, event: str, *_: Any) -> None:
+        self._log.debug("ignoring GPT Translator event %s", event)
 
     def _on_connect_error(self, data: Any = None, *_: Any) -> None:
         message = data.get("message") if isinstance(data, dict) else data

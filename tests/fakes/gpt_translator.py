@@ -136,6 +136,7 @@ class FakeGptTranslator:
         self.balance: int | None = None  # None: unlimited tokens
         self.tokens_per_second = 50
         self.ready_delay_s = 0.0
+        self.error_after_chunks: int | None = None  # one translation_error after that many
         self.rms_threshold = 300.0
         self.amplitude = 8000.0
         self.refused = 0
@@ -274,6 +275,9 @@ class FakeGptTranslator:
         with self._lock:
             session.audio.extend(pcm)
             session.chunk_bytes.append(len(pcm))
+            error_now = len(session.chunk_bytes) == self.error_after_chunks
+        if error_now:  # the document: "The session may still be active"
+            self._emit(sid, "translation_error", {"message": "Translation session error."})
         if self._charge(session, len(pcm)):
             self._translate(session)
         else:
