@@ -80,7 +80,8 @@ def config_from_env(env: Mapping[str, str]) -> GptTranslatorConfig:
     try:
         endpoint = wire.parse_endpoint(url)
     except ValueError as exc:
-        raise ConfigError(f"{URL_VAR}: {url!r} {exc}") from None
+        # Not echoed: a query string here may well be someone's key.
+        raise ConfigError(f"{URL_VAR}: {exc} (like {wire.DEFAULT_URL})") from None
     return GptTranslatorConfig(key, endpoint)
 
 

@@ -65,6 +65,9 @@ SERVER_EVENTS: Final = (
 )
 
 
+_SCHEMES: Final = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
+
+
 class WireError(ValueError):
     """A server event whose payload does not have the documented shape."""
 
@@ -84,16 +87,19 @@ class Endpoint:
 def parse_endpoint(url: str) -> Endpoint:
     """``https://host[:port][/namespace]`` → :class:`Endpoint`; raises ``ValueError``.
 
+    ``wss://`` (how the document writes the endpoint) and ``ws://`` are taken as ``https://``
+    and ``http://``: Socket.IO clients take the http(s) form and choose the transport.
     No path means the document's namespace; a query or fragment is refused (the key goes in
     the query, and only there).
     """
     parts: SplitResult = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError("not an http(s) URL")
+    scheme = _SCHEMES.get(parts.scheme)
+    if scheme is None or not parts.netloc:
+        raise ValueError("must be an http(s) or ws(s) URL")
     if parts.query or parts.fragment:
         raise ValueError("must not carry a query or fragment (the key is sent separately)")
     path = parts.path.rstrip("/")
-    return Endpoint(f"{parts.scheme}://{parts.netloc}", path or DEFAULT_NAMESPACE)
+    return Endpoint(f"{scheme}://{parts.netloc}", path or DEFAULT_NAMESPACE)
 
 
 # -- what the client emits ------------------------------------------------------------------

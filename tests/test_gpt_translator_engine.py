@@ -58,6 +58,9 @@ def test_the_url_names_the_origin_and_the_namespace() -> None:
     endpoint = wire.parse_endpoint("https://staging.example/rt/")
     assert endpoint.namespace == "/rt"
     assert endpoint.connect_url("k&y") == "https://staging.example?apiKey=k%26y"
+    assert wire.parse_endpoint("wss://api.gpttranslator.co") == wire.parse_endpoint(
+        wire.DEFAULT_URL
+    )
     for bad in ("ftp://x", "https://x/ns?apiKey=1", "api.gpttranslator.co"):
         with pytest.raises(ValueError):
             wire.parse_endpoint(bad)
@@ -108,7 +111,12 @@ def test_settings_need_the_key_and_take_another_url() -> None:
     message = str(missing.value)
     assert message.startswith("GPT_TRANSLATOR_API_KEY:") and "\n" not in message
     with pytest.raises(ConfigError, match=r"^GPT_TRANSLATOR_URL:"):
-        config_from_env({"GPT_TRANSLATOR_API_KEY": "k", "GPT_TRANSLATOR_URL": "wss://x"})
+        config_from_env({"GPT_TRANSLATOR_API_KEY": "k", "GPT_TRANSLATOR_URL": "ftp://x"})
+    with pytest.raises(ConfigError) as keyed:
+        config_from_env(
+            {"GPT_TRANSLATOR_API_KEY": "k", "GPT_TRANSLATOR_URL": "https://h?apiKey=s3"}
+        )
+    assert "s3" not in str(keyed.value)
     config = config_from_env({"GPT_TRANSLATOR_API_KEY": " secret-7e1 "})
     assert config.api_key == "secret-7e1"
     assert config.endpoint == wire.parse_endpoint(wire.DEFAULT_URL)
