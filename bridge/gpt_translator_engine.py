@@ -265,7 +265,7 @@ class GptTranslatorSession:
             except EngineUnavailable as exc:
                 self._log.warning("reopening GPT Translator failed: %s", exc)
                 continue
-            self._count("reconnected")
+            self._count("replaced")  # a new server session, as the metric means for openai
             return link
         self._fail("translation session lost and could not be reopened", opened=True)
         return None
