@@ -133,8 +133,10 @@ def test_a_missing_key_stops_start_up_with_one_line(tmp_path: Path) -> None:
     }
     result = run_gunicorn_once(env)
     assert result.returncode != 0
-    lines = [line for line in result.stderr.splitlines() if "GPT_TRANSLATOR_API_KEY" in line]
-    assert len(lines) == 1 and "required with ENGINE=gpt-translator" in lines[0]
+    assert result.stderr.strip().startswith(
+        "configuration error: GPT_TRANSLATOR_API_KEY: required with ENGINE=gpt-translator"
+    )
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
 # -- one session against the stand-in ----------------------------------------------------------
