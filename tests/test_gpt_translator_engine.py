@@ -37,7 +37,7 @@ from tests.call_helpers import (
     tone_ulaw,
     wait_call_over,
 )
-from tests.fakes.audio import ENGINE_RATE_HZ, load_wav, sine, ulaw_silence
+from tests.fakes.audio import CALLER_ES_8K_MULAW, ENGINE_RATE_HZ, load_wav, sine, ulaw_silence
 from tests.fakes.gpt_translator import API_KEY, FakeGptTranslator
 from tests.fakes.openai_translate import tone_for
 from tests.fakes.twilio import DialBehaviour
@@ -371,7 +371,7 @@ def test_live_spanish_caller_is_translated_to_english() -> None:
     spec = SessionSpec("CA" + "0" * 32, "caller_to_agent", "en")
     session = GptTranslatorSession(config, Metrics(), spec=spec, listener=heard)
     session.start()
-    speech = ulaw_to_pcm16(load_wav(Path(__file__).parent / "fixtures/caller_es_8k_mulaw.wav")[2])
+    speech = ulaw_to_pcm16(load_wav(CALLER_ES_8K_MULAW)[2])
     try:
         for i in range(0, len(speech.samples), FRAME):
             session.send_audio(Pcm16(speech.samples[i : i + FRAME], TWILIO_RATE_HZ))
