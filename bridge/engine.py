@@ -29,7 +29,9 @@ Reconnection and errors
     :meth:`SessionListener.on_failed` at most once, and only when it cannot go on: with
     ``opened=False`` if it never opened (bad key, refused, unreachable: the call is told the
     interpreter is unavailable), with ``opened=True`` if it died past every retry (the call is
-    ended). Nothing else is an error to the listener.
+    ended). A reason made by :func:`out_of_credit` says the vendor account ran out of credit
+    (the call ends politely, recorded as ``engine_out_of_credit``). Nothing else is an error to
+    the listener.
 Threads
     Listener methods are called from the session's own threads, never from the thread that
     called ``send_audio``; the listener never blocks them for long.
@@ -44,6 +46,21 @@ from bridge.audio import Pcm16
 
 Direction = Literal["caller_to_agent", "agent_to_caller"]
 TextKind = Literal["source", "translation"]
+
+
+# ``on_failed`` reasons that start with this say the vendor account has run out of credit
+# (tokens, balance, quota): not a fault of the call or the bridge, so the call ends politely
+# and its record says why (``engine_out_of_credit``). Any other reason is a fault.
+OUT_OF_CREDIT = "out of credit"
+
+
+def out_of_credit(detail: str) -> str:
+    """An ``on_failed`` reason saying the vendor account ran out of credit, with the detail."""
+    return f"{OUT_OF_CREDIT}: {detail}" if detail else OUT_OF_CREDIT
+
+
+def is_out_of_credit(reason: str) -> bool:
+    return reason.startswith(OUT_OF_CREDIT)
 
 
 class EngineUnavailable(RuntimeError):
@@ -76,7 +93,8 @@ class SessionListener(Protocol):
 
     def on_failed(self, reason: str, *, opened: bool) -> None:
         """The session cannot go on: it never opened (``opened=False``: bad key, refused,
-        unreachable) or it died past every retry (``opened=True``). Called at most once."""
+        unreachable) or it died past every retry (``opened=True``). Called at most once. A
+        reason made by :func:`out_of_credit` says the vendor account ran out of credit."""
 
 
 class TranslationSession(Protocol):

@@ -96,6 +96,13 @@ ENGINES: dict[str, EngineEntry] = {
             BLAND_LANGUAGES,
         ),
         EngineEntry(
+            "gpt-translator",
+            "bridge.gpt_translator_engine",
+            "GPT Translator's Realtime Translation API (Socket.IO)",
+            # "130+ languages", any BCP-47 code as targetLanguage: every language we offer.
+            None,
+        ),
+        EngineEntry(
             "relay",
             "bridge.relay_engine",
             "no translation: each party hears the other's own voice (wiring checks, demos)",

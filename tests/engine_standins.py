@@ -14,6 +14,7 @@ from tests.bridge_process import OPENAI_KEY
 from tests.engine_harness import EngineHarness, StandInSession
 from tests.fakes.audio import ENGINE_RATE_HZ
 from tests.fakes.bland import FakeBland
+from tests.fakes.gpt_translator import FakeGptTranslator
 from tests.fakes.openai_realtime import FakeRealtimeServer, RealtimeSession
 from tests.fakes.openai_session import FakeSession
 from tests.fakes.openai_translate import FakeTranslationServer
@@ -167,10 +168,47 @@ def bland() -> Iterator[EngineHarness]:
         assert server.violations == [], server.violations
 
 
+class GptTranslatorHarness:
+    """``ENGINE=gpt-translator`` against :class:`FakeGptTranslator` (Socket.IO)."""
+
+    name = "gpt-translator"
+
+    def __init__(self, server: FakeGptTranslator) -> None:
+        self.server = server
+
+    def env(self) -> Mapping[str, str]:
+        return {
+            "ENGINE": "gpt-translator",
+            "GPT_TRANSLATOR_API_KEY": self.server.api_key,
+            "GPT_TRANSLATOR_URL": self.server.url,
+        }
+
+    def sessions(self) -> list[StandInSession]:
+        return list(self.server.sessions)
+
+    def drop_all(self) -> None:
+        self.server.drop_all()
+
+    @contextmanager
+    def refusing(self) -> Iterator[None]:
+        self.server.refuse = True
+        try:
+            yield
+        finally:
+            self.server.refuse = False
+
+
+@contextmanager
+def gpt_translator() -> Iterator[EngineHarness]:
+    with FakeGptTranslator() as server:
+        yield GptTranslatorHarness(server)
+
+
 # ENGINE name -> a context manager that starts its stand-in and yields the harness.
 HARNESSES: dict[str, Callable[[], AbstractContextManager[EngineHarness]]] = {
     "openai": openai_translate,
     "openai-realtime": openai_realtime,
     "auto": openai_auto,
     "bland": bland,
+    "gpt-translator": gpt_translator,
 }

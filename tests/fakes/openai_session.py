@@ -207,8 +207,9 @@ class FakeSession:
                         self._connection.close(item.close.code, item.close.reason)
                     return
                 assert item.event is not None
+                # Recorded before the send: the client may act on the event (and a test
+                # look for its record) before send() returns here.
                 sent_at = time.monotonic()
-                # Recorded before sending: a test that has just received it may look it up.
                 with self._lock:
                     self.sent_events.append((sent_at, item.event))
                     if item.event.get("type") in AUDIO_DELTA_TYPES:
