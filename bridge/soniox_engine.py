@@ -274,6 +274,7 @@ class SonioxTranslationSession:
             link.join(FINISH_WAIT_S)
             return None
         self._send_pending(link, minimum=FRAME_SAMPLES)
+        self._speak_due()
         if time.monotonic() - link.last_sent_at > KEEPALIVE_AFTER_S:
             link.keepalive()
         return link
@@ -349,13 +350,20 @@ class SonioxTranslationSession:
     def _on_tokens(self, tokens: Sequence[Token]) -> None:
         final_at = time.monotonic()
         with self._tokens_lock:
-            source, translation, ready = self._assembler.feed(tokens)
+            source, translation, ready = self._assembler.feed(tokens, final_at)
         if source:
             self._listener.on_text("source", source)
         if translation:
             self._listener.on_text("translation", translation)
         for chunk in ready:
             self.speaker.speak(chunk, final_at)
+
+    def _speak_due(self) -> None:
+        now = time.monotonic()
+        with self._tokens_lock:
+            ready = self._assembler.due(now)
+        for chunk in ready:
+            self.speaker.speak(chunk, now)
 
     # -- shared -----------------------------------------------------------------------------
 

@@ -163,6 +163,9 @@ def _token(raw: object) -> Token:
     )
 
 
+# A final translated chunk without an endpoint or a sentence end is spoken after this long:
+# Soniox finalises a few words at a time, and a listener should not wait for a long sentence.
+MAX_CHUNK_WAIT_S = 0.8
 _SENTENCE_ENDS = (".", "!", "?", "…", "。", "！", "？", "؟", "।")
 
 
@@ -171,16 +174,19 @@ class ChunkAssembler:
     """Turns the token stream into final text: the speaker's words, and translated chunks ready
     to be spoken.
 
-    A translated chunk is ready as soon as it is final and complete: at an endpoint (``<end>``)
-    or at the end of a sentence. Soniox sends translation tokens after the original tokens they
-    translate, so they may follow the ``<end>`` of their utterance; then they are ready at the
-    end of the response that brings them.
+    A translated chunk is ready as soon as it is final and complete: at an endpoint (``<end>``),
+    at the end of a sentence, or once its first final word has waited ``max_wait_s`` (a long
+    sentence is spoken in pieces rather than late). Soniox sends translation tokens after the
+    original tokens they translate, so they may follow the ``<end>`` of their utterance; then
+    they are ready at the end of the response that brings them. Times are ``time.monotonic()``.
     """
 
+    max_wait_s: float = MAX_CHUNK_WAIT_S
     _translation: list[str] = field(default_factory=list)
+    _first_at: float | None = None
     _after_endpoint: bool = False
 
-    def feed(self, tokens: Sequence[Token]) -> tuple[str, str, list[str]]:
+    def feed(self, tokens: Sequence[Token], now: float) -> tuple[str, str, list[str]]:
         """The final source and translated text of these tokens, and the translated chunks now
         ready to speak, in order."""
         source: list[str] = []
@@ -195,6 +201,8 @@ class ChunkAssembler:
             if token.is_marker:
                 continue
             if token.translation_status == "translation":
+                if self._first_at is None:
+                    self._first_at = now
                 self._translation.append(token.text)
                 translation.append(token.text)
                 if token.text.rstrip().endswith(_SENTENCE_ENDS):
@@ -203,7 +211,15 @@ class ChunkAssembler:
                 source.append(token.text)
         if self._after_endpoint and self._flush_into(ready):
             self._after_endpoint = False
+        ready.extend(self.due(now))
         return "".join(source), "".join(translation), ready
+
+    def due(self, now: float) -> list[str]:
+        """The waiting chunk, if it has waited ``max_wait_s``."""
+        ready: list[str] = []
+        if self._first_at is not None and now - self._first_at >= self.max_wait_s:
+            self._flush_into(ready)
+        return ready
 
     def flush(self) -> list[str]:
         """Whatever final translation is left (the session ended)."""
@@ -214,6 +230,7 @@ class ChunkAssembler:
     def _flush_into(self, ready: list[str]) -> bool:
         text = "".join(self._translation).strip()
         self._translation.clear()
+        self._first_at = None
         if text:
             ready.append(text)
         return bool(text)

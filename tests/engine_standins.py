@@ -14,7 +14,11 @@ from tests.bridge_process import OPENAI_KEY
 from tests.engine_harness import EngineHarness, StandInSession
 from tests.fakes.audio import ENGINE_RATE_HZ
 from tests.fakes.openai_session import FakeSession
+from tests.fakes.openai_speech import FakeSpeechServer
 from tests.fakes.openai_translate import FakeTranslationServer
+from tests.fakes.soniox import FakeSoniox
+
+SONIOX_KEY = "soniox-test-key-5b1e"
 
 
 class _OpenAITranslateSession:
@@ -66,7 +70,52 @@ def openai_translate() -> Iterator[EngineHarness]:
         yield OpenAITranslateHarness(server)
 
 
+class SonioxHarness:
+    """``ENGINE=soniox`` against :class:`FakeSoniox` (text) and :class:`FakeSpeechServer`
+    (OpenAI's speech endpoint, speaking the translation)."""
+
+    name = "soniox"
+
+    def __init__(self, soniox: FakeSoniox, speech: FakeSpeechServer) -> None:
+        self.soniox = soniox
+        self.speech = speech
+
+    def env(self) -> Mapping[str, str]:
+        return {
+            "ENGINE": "soniox",
+            "SONIOX_API_KEY": SONIOX_KEY,
+            "SONIOX_WS_URL": self.soniox.url,
+            "OPENAI_API_KEY": OPENAI_KEY,
+            "OPENAI_BASE_URL": self.speech.base_url,
+        }
+
+    def sessions(self) -> list[StandInSession]:
+        # Requests refused before their start request was accepted never began a session.
+        return [r for r in self.soniox.snapshot() if r.start is not None]
+
+    def drop_all(self) -> None:
+        self.soniox.drop_all()
+
+    @contextmanager
+    def refusing(self) -> Iterator[None]:
+        self.soniox.api_key = "another-soniox-key"
+        try:
+            yield
+        finally:
+            self.soniox.api_key = SONIOX_KEY
+
+
+@contextmanager
+def soniox() -> Iterator[EngineHarness]:
+    with (
+        FakeSoniox(api_key=SONIOX_KEY) as text,
+        FakeSpeechServer(api_key=OPENAI_KEY) as speech,
+    ):
+        yield SonioxHarness(text, speech)
+
+
 # ENGINE name -> a context manager that starts its stand-in and yields the harness.
 HARNESSES: dict[str, Callable[[], AbstractContextManager[EngineHarness]]] = {
     "openai": openai_translate,
+    "soniox": soniox,
 }
