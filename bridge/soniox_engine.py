@@ -23,16 +23,15 @@ import json
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from openai import OpenAI
 
-from bridge.audio import TWILIO_RATE_HZ, Pcm16, Samples
+from bridge.audio import TWILIO_RATE_HZ, Pcm16
 from bridge.engine import SessionListener, SessionSpec, TranslationSession
+from bridge.held_audio import HeldAudio
 from bridge.logs import call_logger
 from bridge.metrics import Metrics
 from bridge.openai_speech import StreamingSpeaker
@@ -187,8 +186,7 @@ class SonioxTranslationSession:
             f"{spec.call_sid[-6:]}-{'c2a' if spec.direction == 'caller_to_agent' else 'a2c'}"
         )
         self._cond = threading.Condition()
-        self._pending: deque[Samples] = deque()
-        self._pending_samples = 0
+        self._held = HeldAudio(_HOLD_SAMPLES)
         self._closing = False
         self._failed = False
         self._links: list[SonioxLink] = []
@@ -214,17 +212,11 @@ class SonioxTranslationSession:
         self._writer.start()
 
     def send_audio(self, audio: Pcm16) -> None:
-        dropped = 0
         with self._cond:
             if self._closing:
                 return
-            self._pending.append(audio.samples)
-            self._pending_samples += len(audio.samples)
-            while self._pending_samples > _HOLD_SAMPLES:
-                old = self._pending.popleft()
-                self._pending_samples -= len(old)
-                dropped += len(old)
-            if self._pending_samples >= FRAME_SAMPLES:
+            dropped = self._held.append(audio.samples)
+            if len(self._held) >= FRAME_SAMPLES:
                 self._cond.notify()
         if dropped:
             self._metrics.audio_dropped_seconds.labels("engine_input_held").inc(
@@ -263,7 +255,7 @@ class SonioxTranslationSession:
     def _step(self, link: SonioxLink) -> SonioxLink | None:
         """One turn of the writer: the link to use next, or None when the session is over."""
         with self._cond:
-            if not self._closing and self._pending_samples < FRAME_SAMPLES and not link.ended:
+            if not self._closing and len(self._held) < FRAME_SAMPLES and not link.ended:
                 self._cond.wait(_POLL_S)
             closing = self._closing
         if link.state is LinkState.DEAD:
@@ -282,21 +274,12 @@ class SonioxTranslationSession:
     def _send_pending(self, link: SonioxLink, minimum: int) -> None:
         while True:
             with self._cond:
-                if self._pending_samples < minimum or not self._pending:
+                if len(self._held) < minimum or not len(self._held):
                     return
-                batch: list[Samples] = []
-                size = 0
-                while self._pending and (
-                    not batch or size + len(self._pending[0]) <= 2 * FRAME_SAMPLES
-                ):
-                    chunk = self._pending.popleft()
-                    batch.append(chunk)
-                    size += len(chunk)
-                self._pending_samples -= size
-            if not link.send_audio(np.concatenate(batch).astype("<i2", copy=False).tobytes()):
+                batch = self._held.take(2 * FRAME_SAMPLES)
+            if not link.send_audio(batch.astype("<i2", copy=False).tobytes()):
                 with self._cond:  # not sent: back to the front, in order, for the next link
-                    self._pending.extendleft(reversed(batch))
-                    self._pending_samples += size
+                    self._held.put_back(batch)
                 return
 
     def _replace(self, dead: SonioxLink) -> SonioxLink | None:
@@ -385,8 +368,7 @@ class SonioxTranslationSession:
         self.speaker.finish()
         with self._cond:
             self._closing = True
-            self._pending.clear()
-            self._pending_samples = 0
+            self._held.clear()
 
     def _fail(self, reason: str, *, opened: bool) -> None:
         with self._cond:
