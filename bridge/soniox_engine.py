@@ -34,7 +34,7 @@ from bridge.engine import SessionListener, SessionSpec, TranslationSession
 from bridge.held_audio import HeldAudio
 from bridge.logs import call_logger
 from bridge.metrics import Metrics
-from bridge.openai_speech import StreamingSpeaker
+from bridge.openai_speech import OpenAISpeaker
 from bridge.settings import ConfigError, Settings
 from bridge.soniox_link import LinkRefused, LinkState, SonioxLink
 from bridge.soniox_wire import (
@@ -192,7 +192,7 @@ class SonioxTranslationSession:
         self._links: list[SonioxLink] = []
         self._assembler = ChunkAssembler()
         self._tokens_lock = threading.Lock()
-        self.speaker = StreamingSpeaker(
+        self.speaker = OpenAISpeaker(
             tts,
             model=config.tts_model,
             voice=config.tts_voice,
