@@ -29,6 +29,7 @@ from pathlib import Path
 
 from openai import OpenAI
 
+from bridge import soniox_tts_wire
 from bridge.audio import TWILIO_RATE_HZ, Pcm16
 from bridge.engine import SessionListener, SessionSpec, TranslationSession
 from bridge.held_audio import HeldAudio
@@ -37,6 +38,7 @@ from bridge.metrics import Metrics
 from bridge.openai_speech import OpenAISpeaker
 from bridge.settings import ConfigError, Settings
 from bridge.soniox_link import LinkRefused, LinkState, SonioxLink
+from bridge.soniox_speech import SonioxSpeaker
 from bridge.soniox_wire import (
     DEFAULT_MODEL,
     DEFAULT_WS_URL,
@@ -45,9 +47,13 @@ from bridge.soniox_wire import (
     Token,
     TranslationTerm,
 )
+from bridge.speech import ChunkSpeaker
 
-DEFAULT_TTS_MODEL = "gpt-4o-mini-tts"
-DEFAULT_TTS_VOICE = "alloy"
+# SONIOX_TTS: who speaks the translation, and that speaker's default model and voice.
+TTS_DEFAULTS = {
+    "openai": ("gpt-4o-mini-tts", "alloy"),
+    "soniox": (soniox_tts_wire.DEFAULT_TTS_MODEL, soniox_tts_wire.DEFAULT_TTS_VOICE),
+}
 FRAME_SAMPLES = TWILIO_RATE_HZ // 10  # 100 ms per binary frame: the docs' examples send ~120 ms
 HOLD_MS = 5000
 _HOLD_SAMPLES = TWILIO_RATE_HZ * HOLD_MS // 1000
@@ -68,9 +74,11 @@ class SonioxConfig:
     api_key: str = field(repr=False)
     ws_url: str
     model: str
-    tts_api_key: str = field(repr=False)
+    tts: str  # "openai" or "soniox"
+    tts_api_key: str = field(repr=False)  # OpenAI's key, or Soniox's
     tts_model: str
     tts_voice: str
+    tts_ws_url: str
     glossary_file: Path
 
 
@@ -80,22 +88,34 @@ def config_from_env(env: Mapping[str, str]) -> SonioxConfig:
 
     if not get("SONIOX_API_KEY"):
         raise ConfigError("SONIOX_API_KEY: required with ENGINE=soniox")
-    if not get("OPENAI_API_KEY"):
+    tts = (get("SONIOX_TTS") or "openai").lower()
+    if tts not in TTS_DEFAULTS:
+        raise ConfigError(f"SONIOX_TTS: {tts!r} is not openai or soniox")
+    if tts == "openai" and not get("OPENAI_API_KEY"):
         raise ConfigError(
-            "OPENAI_API_KEY: required with ENGINE=soniox (OpenAI speaks the translation)"
+            "OPENAI_API_KEY: required with ENGINE=soniox (OpenAI speaks the translation;"
+            " or set SONIOX_TTS=soniox)"
         )
-    ws_url = get("SONIOX_WS_URL") or DEFAULT_WS_URL
-    if not ws_url.startswith(("wss://", "ws://")):
-        raise ConfigError(f"SONIOX_WS_URL: {ws_url!r} is not a ws:// or wss:// URL")
+    ws_urls = {
+        "SONIOX_WS_URL": DEFAULT_WS_URL,
+        "SONIOX_TTS_WS_URL": soniox_tts_wire.DEFAULT_TTS_WS_URL,
+    }
+    for name, default in ws_urls.items():
+        ws_urls[name] = get(name) or default
+        if not ws_urls[name].startswith(("wss://", "ws://")):
+            raise ConfigError(f"{name}: {ws_urls[name]!r} is not a ws:// or wss:// URL")
     glossary = Path(get("GLOSSARY_FILE") or DEFAULT_GLOSSARY_FILE)
     load_terms(glossary, "en", "es")  # a bad file stops start-up here, not mid-call
+    model, voice = TTS_DEFAULTS[tts]
     return SonioxConfig(
         api_key=get("SONIOX_API_KEY"),
-        ws_url=ws_url,
+        ws_url=ws_urls["SONIOX_WS_URL"],
         model=get("SONIOX_MODEL") or DEFAULT_MODEL,
-        tts_api_key=get("OPENAI_API_KEY"),
-        tts_model=get("TTS_MODEL") or DEFAULT_TTS_MODEL,
-        tts_voice=get("TTS_VOICE") or DEFAULT_TTS_VOICE,
+        tts=tts,
+        tts_api_key=get("OPENAI_API_KEY") if tts == "openai" else get("SONIOX_API_KEY"),
+        tts_model=get("TTS_MODEL") or model,
+        tts_voice=get("TTS_VOICE") or voice,
+        tts_ws_url=ws_urls["SONIOX_TTS_WS_URL"],
         glossary_file=glossary,
     )
 
@@ -144,8 +164,10 @@ class SonioxEngine:
         self._metrics = metrics
         config: SonioxConfig = settings.engine_config
         self._config = config
-        self._tts = OpenAI(
-            api_key=config.tts_api_key, base_url=settings.openai_base_url, max_retries=1
+        self._openai = (
+            OpenAI(api_key=config.tts_api_key, base_url=settings.openai_base_url, max_retries=1)
+            if config.tts == "openai"
+            else None
         )
 
     def session(self, spec: SessionSpec, listener: SessionListener) -> TranslationSession:
@@ -160,7 +182,7 @@ class SonioxEngine:
             client_reference_id=f"{spec.call_sid}:{spec.direction}",
         )
         return SonioxTranslationSession(
-            self._config, self._tts, self._metrics, request, spec=spec, listener=listener
+            self._config, self._openai, self._metrics, request, spec=spec, listener=listener
         )
 
 
@@ -170,7 +192,7 @@ class SonioxTranslationSession:
     def __init__(
         self,
         config: SonioxConfig,
-        tts: OpenAI,
+        openai: OpenAI | None,
         metrics: Metrics,
         request: StartRequest,
         *,
@@ -192,18 +214,42 @@ class SonioxTranslationSession:
         self._links: list[SonioxLink] = []
         self._assembler = ChunkAssembler()
         self._tokens_lock = threading.Lock()
-        self.speaker = OpenAISpeaker(
-            tts,
-            model=config.tts_model,
-            voice=config.tts_voice,
-            listener=listener,
-            log=self._log,
-            name=self._tag,
-            on_failure=lambda reason: self._count("tts_failed"),
-            on_fatal=lambda reason: self._fail(reason, opened=True),
-        )
+        self.speaker = self._speaker(config, openai, spec)
         self._writer = threading.Thread(
             target=self._run_writer, name=f"soniox-writer:{self._tag}", daemon=True
+        )
+
+    def _speaker(
+        self, config: SonioxConfig, openai: OpenAI | None, spec: SessionSpec
+    ) -> ChunkSpeaker:
+        def fatal(reason: str) -> None:
+            self._fail(reason, opened=True)
+
+        def failure(reason: str) -> None:
+            self._count("tts_failed")
+
+        if openai is not None:
+            return OpenAISpeaker(
+                openai,
+                model=config.tts_model,
+                voice=config.tts_voice,
+                listener=self._listener,
+                log=self._log,
+                name=self._tag,
+                on_failure=failure,
+                on_fatal=fatal,
+            )
+        return SonioxSpeaker(
+            url=config.tts_ws_url,
+            api_key=config.tts_api_key,
+            model=config.tts_model,
+            voice=config.tts_voice,
+            language=spec.output_language,
+            listener=self._listener,
+            log=self._log,
+            name=self._tag,
+            on_failure=failure,
+            on_fatal=fatal,
         )
 
     # -- called by the call -----------------------------------------------------------------

@@ -17,6 +17,7 @@ from tests.fakes.openai_session import FakeSession
 from tests.fakes.openai_speech import FakeSpeechServer
 from tests.fakes.openai_translate import FakeTranslationServer
 from tests.fakes.soniox import FakeSoniox
+from tests.fakes.soniox_tts import FakeSonioxTts
 
 SONIOX_KEY = "soniox-test-key-5b1e"
 
@@ -76,18 +77,28 @@ class SonioxHarness:
 
     name = "soniox"
 
-    def __init__(self, soniox: FakeSoniox, speech: FakeSpeechServer) -> None:
+    def __init__(
+        self, soniox: FakeSoniox, speech: FakeSpeechServer | None, tts: FakeSonioxTts | None
+    ) -> None:
         self.soniox = soniox
-        self.speech = speech
+        self._speech = speech
+        self._tts = tts
+
+    @property
+    def speech(self) -> FakeSpeechServer:
+        assert self._speech is not None, "this harness speaks with Soniox's TTS"
+        return self._speech
+
+    @property
+    def tts(self) -> FakeSonioxTts:
+        assert self._tts is not None, "this harness speaks with OpenAI"
+        return self._tts
 
     def env(self) -> Mapping[str, str]:
-        return {
-            "ENGINE": "soniox",
-            "SONIOX_API_KEY": SONIOX_KEY,
-            "SONIOX_WS_URL": self.soniox.url,
-            "OPENAI_API_KEY": OPENAI_KEY,
-            "OPENAI_BASE_URL": self.speech.base_url,
-        }
+        env = {"ENGINE": "soniox", "SONIOX_API_KEY": SONIOX_KEY, "SONIOX_WS_URL": self.soniox.url}
+        if self._tts is not None:
+            return {**env, "SONIOX_TTS": "soniox", "SONIOX_TTS_WS_URL": self._tts.url}
+        return {**env, "OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": self.speech.base_url}
 
     def sessions(self) -> list[StandInSession]:
         # Requests refused before their start request was accepted never began a session.
@@ -111,11 +122,20 @@ def soniox() -> Iterator[EngineHarness]:
         FakeSoniox(api_key=SONIOX_KEY) as text,
         FakeSpeechServer(api_key=OPENAI_KEY) as speech,
     ):
-        yield SonioxHarness(text, speech)
+        yield SonioxHarness(text, speech, None)
 
 
-# ENGINE name -> a context manager that starts its stand-in and yields the harness.
+@contextmanager
+def soniox_tts() -> Iterator[EngineHarness]:
+    """``ENGINE=soniox`` with ``SONIOX_TTS=soniox``: Soniox both translates and speaks."""
+    with FakeSoniox(api_key=SONIOX_KEY) as text, FakeSonioxTts(api_key=SONIOX_KEY) as tts:
+        yield SonioxHarness(text, None, tts)
+
+
+# ENGINE name (or name+variant of its settings) -> a context manager that starts its stand-in
+# and yields the harness.
 HARNESSES: dict[str, Callable[[], AbstractContextManager[EngineHarness]]] = {
     "openai": openai_translate,
     "soniox": soniox,
+    "soniox+soniox-tts": soniox_tts,
 }

@@ -25,7 +25,7 @@ from bridge.settings import ConfigError, Settings
 from bridge.soniox_engine import SonioxTranslationSession, config_from_env, load_terms
 from bridge.soniox_wire import ChunkAssembler, StartRequest, Token, TranslationTerm, parse_response
 from tests.bridge_process import run_gunicorn_once
-from tests.engine_standins import SonioxHarness, soniox
+from tests.engine_standins import SonioxHarness, soniox, soniox_tts
 from tests.fakes.audio import CALLER_ES_8K_MULAW, load_wav
 from tests.test_engines import BASE_ENV, Recorder, speak
 
@@ -131,6 +131,13 @@ def test_a_missing_key_is_named_in_one_line(missing: str, variable: str) -> None
     with pytest.raises(ConfigError) as raised:
         config_from_env(env)
     assert str(raised.value).startswith(variable) and "\n" not in str(raised.value)
+
+
+def test_sonioxs_own_tts_needs_no_openai_key() -> None:
+    config = config_from_env({"SONIOX_API_KEY": "k", "SONIOX_TTS": "soniox"})
+    assert (config.tts, config.tts_model, config.tts_voice) == ("soniox", "tts-rt-v1", "Adrian")
+    with pytest.raises(ConfigError, match=r"^SONIOX_TTS: 'espeak' is not openai or soniox$"):
+        config_from_env({"SONIOX_API_KEY": "k", "SONIOX_TTS": "espeak"})
 
 
 def test_start_up_stops_with_one_line_without_the_soniox_key() -> None:
@@ -313,6 +320,66 @@ def test_bridge_added_latency_per_chunk(harness: SonioxHarness) -> None:
         print(f"{name}: p50 {ms[len(ms) // 2]:.1f} ms, max {ms[-1]:.1f} ms")
     assert max(rows["chunk final -> first audio at listener"]) < 0.5
     assert not heard.failures
+
+
+@pytest.fixture(scope="module")
+def harness_tts() -> Iterator[SonioxHarness]:
+    with soniox_tts() as running:
+        assert isinstance(running, SonioxHarness)
+        yield running
+
+
+@pytest.mark.slow
+def test_sonioxs_own_tts_speaks_at_8khz_on_one_socket(harness_tts: SonioxHarness) -> None:
+    before = len(harness_tts.tts.snapshot())
+    session, heard = open_session(harness_tts)
+    try:
+        for _ in range(2):
+            speak(session, 0.6)
+            speak(session, 0.4, voiced=False)
+        heard.wait("two chunks", lambda: len(session.speaker.timings) >= 2)
+    finally:
+        session.close()
+        session.join(10)
+    assert {audio.rate_hz for audio, _ in heard.audio} == {8000}  # no resampling at the leg
+    (conn,) = harness_tts.tts.snapshot()[before:]  # one connection, a stream per chunk
+    assert conn.headers["Authorization"] == f"Bearer {harness_tts.env()['SONIOX_API_KEY']}"
+    assert len(conn.configs) >= 2 and len({c["stream_id"] for c in conn.configs}) == len(
+        conn.configs
+    )
+    config = conn.configs[0]
+    assert "api_key" not in config
+    assert (config["language"], config["audio_format"], config["sample_rate"]) == (
+        "en",
+        "pcm_s16le",
+        8000,
+    )
+    assert (config["model"], config["voice"]) == ("tts-rt-v1", "Adrian")
+    assert not heard.failures
+
+
+@pytest.mark.slow
+def test_sonioxs_tts_stream_errors_are_counted_then_end_the_session(
+    harness_tts: SonioxHarness,
+) -> None:
+    metrics = Metrics()
+    harness_tts.tts.fail_streams = True
+    try:
+        session, heard = open_session(harness_tts, metrics)
+        for _ in range(3):
+            speak(session, 0.4)
+            speak(session, 0.4, voiced=False)
+        heard.wait("on_failed", lambda: heard.failures, timeout=20)
+        session.close()
+        session.join(10)
+    finally:
+        harness_tts.tts.fail_streams = False
+    reason, opened = heard.failures[0]
+    assert opened is True and "Soniox TTS error 500: Synthesis failed." in reason
+    failed = metrics.registry.get_sample_value(
+        "bridge_engine_sessions_total", {"event": "tts_failed"}
+    )
+    assert failed == 3
 
 
 # -- live -----------------------------------------------------------------------------------
