@@ -147,13 +147,16 @@ def build(settings: Settings, metrics: Metrics) -> SonioxEngine:
     return SonioxEngine(settings, metrics)
 
 
-def speaker_language(spec: SessionSpec, settings: Settings) -> str:
-    """The speaker's language: the other direction's output language."""
-    return (
-        settings.caller_language
-        if spec.direction == "caller_to_agent"
-        else (settings.agent_language)
-    )
+def speaker_languages(spec: SessionSpec, settings: Settings) -> tuple[str, ...]:
+    """The languages the speaker may speak: the other direction's possible output languages.
+
+    A session does not know which one this call's speaker chose (the caller's menu, the agent
+    dialled), so every one configured for that side is hinted and has its glossary terms.
+    """
+    if spec.direction == "caller_to_agent":
+        return tuple(dict.fromkeys((*settings.caller_languages, settings.caller_language)))
+    agents = (settings.agent_language, *(code for _, code in settings.agent_languages))
+    return tuple(dict.fromkeys(agents))
 
 
 class SonioxEngine:
@@ -171,14 +174,20 @@ class SonioxEngine:
         )
 
     def session(self, spec: SessionSpec, listener: SessionListener) -> TranslationSession:
-        source = speaker_language(spec, self._settings)
+        sources = speaker_languages(spec, self._settings)
+        target = spec.output_language
+        terms = (
+            load_terms(self._config.glossary_file, source, target)
+            for source in sources
+            if source != target
+        )
         request = StartRequest(
             model=self._config.model,
-            target_language=spec.output_language,
+            target_language=target,
             # Hints bias recognition without restricting it; the listener's language is there
             # because people say names and phrases in it.
-            language_hints=tuple(dict.fromkeys((source, spec.output_language))),
-            terms=load_terms(self._config.glossary_file, source, spec.output_language),
+            language_hints=tuple(dict.fromkeys((*sources, target))),
+            terms=tuple(dict.fromkeys(term for found in terms for term in found)),
             client_reference_id=f"{spec.call_sid}:{spec.direction}",
         )
         return SonioxTranslationSession(
@@ -304,29 +313,32 @@ class SonioxTranslationSession:
             if not self._closing and len(self._held) < FRAME_SAMPLES and not link.ended:
                 self._cond.wait(_POLL_S)
             closing = self._closing
-        if link.state is LinkState.DEAD:
-            return self._replace(link)
+        if link.state is LinkState.DEAD or (link.ended and not closing):
+            return self._replace(link)  # dropped, refused, or finished on Soniox's own account
         if closing:
             self._send_pending(link, minimum=1)
             link.end()
             link.join(FINISH_WAIT_S)
             return None
-        self._send_pending(link, minimum=FRAME_SAMPLES)
+        if not self._send_pending(link, minimum=FRAME_SAMPLES):
+            with self._cond:  # the socket is going: wait for its reader to say so, not spin
+                self._cond.wait(_POLL_S)
         self._speak_due()
         if time.monotonic() - link.last_sent_at > KEEPALIVE_AFTER_S:
             link.keepalive()
         return link
 
-    def _send_pending(self, link: SonioxLink, minimum: int) -> None:
+    def _send_pending(self, link: SonioxLink, minimum: int) -> bool:
+        """Send what is held in frames of 100–200 ms; False if the link refused audio."""
         while True:
             with self._cond:
                 if len(self._held) < minimum or not len(self._held):
-                    return
+                    return True
                 batch = self._held.take(2 * FRAME_SAMPLES)
             if not link.send_audio(batch.astype("<i2", copy=False).tobytes()):
                 with self._cond:  # not sent: back to the front, in order, for the next link
                     self._held.put_back(batch)
-                return
+                return False
 
     def _replace(self, dead: SonioxLink) -> SonioxLink | None:
         """The request ended without ``finished``: open another, or give up."""

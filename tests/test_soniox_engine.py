@@ -22,7 +22,12 @@ from bridge.audio import TWILIO_RATE_HZ, Pcm16, ulaw_to_pcm16
 from bridge.engine import SessionSpec
 from bridge.metrics import Metrics
 from bridge.settings import ConfigError, Settings
-from bridge.soniox_engine import SonioxTranslationSession, config_from_env, load_terms
+from bridge.soniox_engine import (
+    SonioxTranslationSession,
+    config_from_env,
+    load_terms,
+    speaker_languages,
+)
 from bridge.soniox_wire import ChunkAssembler, StartRequest, Token, TranslationTerm, parse_response
 from tests.bridge_process import run_gunicorn_once
 from tests.engine_standins import SonioxHarness, soniox, soniox_tts
@@ -153,6 +158,22 @@ def test_start_up_stops_with_one_line_without_the_soniox_key() -> None:
     assert proc.stderr.strip() == (
         "configuration error: SONIOX_API_KEY: required with ENGINE=soniox"
     )
+
+
+def test_every_language_a_speaker_may_choose_is_hinted() -> None:
+    env = {
+        **BASE_ENV,
+        "ENGINE": "soniox",
+        "SONIOX_API_KEY": "k",
+        "OPENAI_API_KEY": "sk",
+        "CALLER_LANGUAGES": "es,fr",
+        "AGENT_LANGUAGES": "+15551230000=de",
+    }
+    settings = Settings.from_env(env, env_file=None)
+    caller = SessionSpec("CA1", "caller_to_agent", "en")
+    agent = SessionSpec("CA1", "agent_to_caller", "es")
+    assert speaker_languages(caller, settings) == ("es", "fr")
+    assert speaker_languages(agent, settings) == ("en", "de")
 
 
 def test_every_language_of_the_bridge_can_be_spoken() -> None:
