@@ -260,28 +260,34 @@ def test_a_chunk_is_spoken_as_soon_as_it_is_final(harness: SonioxHarness) -> Non
     assert not heard.failures
 
 
-@pytest.mark.slow
-def test_text_to_speech_failures_are_counted_then_end_the_session(harness: SonioxHarness) -> None:
+def three_failed_chunks(harness: SonioxHarness) -> tuple[str, bool, float | None]:
+    """Three utterances whose speech fails: the failure reported and the chunks counted."""
     metrics = Metrics()
-    harness.speech.fail_status = 500
-    try:
-        session, heard = open_session(harness, metrics)
-        for _ in range(3):
-            speak(session, 0.4)
-            speak(session, 0.4, voiced=False)
-        heard.wait("on_failed", lambda: heard.failures, timeout=20)
-        session.close()
-        session.join(10)
-    finally:
-        harness.speech.fail_status = None
-    reason, opened = heard.failures[0]
-    assert opened is True and "HTTP 500" in reason and "text-to-speech" in reason
-    failed = metrics.registry.get_sample_value(
-        "bridge_engine_sessions_total", {"event": "tts_failed"}
-    )
-    assert failed == 3
+    session, heard = open_session(harness, metrics)
+    for _ in range(3):
+        speak(session, 0.4)
+        speak(session, 0.4, voiced=False)
+    heard.wait("on_failed", lambda: heard.failures, timeout=20)
+    session.close()
+    session.join(10)
     assert heard.text("translation")  # the words were still transcribed
     assert heard.heard() is None
+    reason, opened = heard.failures[0]
+    counted = metrics.registry.get_sample_value(
+        "bridge_engine_sessions_total", {"event": "tts_failed"}
+    )
+    return reason, opened, counted
+
+
+@pytest.mark.slow
+def test_text_to_speech_failures_are_counted_then_end_the_session(harness: SonioxHarness) -> None:
+    harness.speech.fail_status = 500
+    try:
+        reason, opened, counted = three_failed_chunks(harness)
+    finally:
+        harness.speech.fail_status = None
+    assert opened is True and "HTTP 500" in reason and "text-to-speech" in reason
+    assert counted == 3
 
 
 @pytest.mark.slow
@@ -299,6 +305,18 @@ def test_a_bad_key_fails_unopened_with_sonioxs_message(harness: SonioxHarness) -
     assert reason == "Soniox refused the request: Soniox error 401: Invalid API key."
 
 
+def speak_utterances(session: SonioxTranslationSession, heard: Recorder, count: int) -> None:
+    """``count`` utterances (0.6 s of speech, 0.4 s of silence), then every chunk spoken."""
+    try:
+        for _ in range(count):
+            speak(session, 0.6)
+            speak(session, 0.4, voiced=False)
+        heard.wait("every chunk", lambda: len(session.speaker.timings) >= count)
+    finally:
+        session.close()
+        session.join(10)
+
+
 @pytest.mark.slow
 def test_bridge_added_latency_per_chunk(harness: SonioxHarness) -> None:
     """The README's figures: for each utterance, Soniox's endpoint response leaving the
@@ -308,14 +326,7 @@ def test_bridge_added_latency_per_chunk(harness: SonioxHarness) -> None:
     before_speech = len(harness.speech.snapshot())
     session, heard = open_session(harness)
     utterances = 8
-    try:
-        for _ in range(utterances):
-            speak(session, 0.6)
-            speak(session, 0.4, voiced=False)
-        heard.wait("every chunk", lambda: len(session.speaker.timings) >= utterances)
-    finally:
-        session.close()
-        session.join(10)
+    speak_utterances(session, heard, utterances)
     ends = [
         at
         for request in harness.soniox.snapshot()[before_text:]
@@ -384,14 +395,7 @@ def test_bridge_added_latency_with_sonioxs_tts(harness_tts: SonioxHarness) -> No
     """As above, with Soniox speaking: chunk final -> first audio at the listener."""
     session, heard = open_session(harness_tts)
     utterances = 8
-    try:
-        for _ in range(utterances):
-            speak(session, 0.6)
-            speak(session, 0.4, voiced=False)
-        heard.wait("every chunk", lambda: len(session.speaker.timings) >= utterances)
-    finally:
-        session.close()
-        session.join(10)
+    speak_utterances(session, heard, utterances)
     ms = sorted(1000 * (t.first_audio_at - t.final_at) for t in session.speaker.timings)
     print(f"soniox tts: chunk final -> first audio p50 {ms[len(ms) // 2]:.1f} ms, max {ms[-1]:.1f}")
     assert ms[-1] < 500
@@ -401,24 +405,13 @@ def test_bridge_added_latency_with_sonioxs_tts(harness_tts: SonioxHarness) -> No
 def test_sonioxs_tts_stream_errors_are_counted_then_end_the_session(
     harness_tts: SonioxHarness,
 ) -> None:
-    metrics = Metrics()
     harness_tts.tts.fail_streams = True
     try:
-        session, heard = open_session(harness_tts, metrics)
-        for _ in range(3):
-            speak(session, 0.4)
-            speak(session, 0.4, voiced=False)
-        heard.wait("on_failed", lambda: heard.failures, timeout=20)
-        session.close()
-        session.join(10)
+        reason, opened, counted = three_failed_chunks(harness_tts)
     finally:
         harness_tts.tts.fail_streams = False
-    reason, opened = heard.failures[0]
     assert opened is True and "Soniox TTS error 500: Synthesis failed." in reason
-    failed = metrics.registry.get_sample_value(
-        "bridge_engine_sessions_total", {"event": "tts_failed"}
-    )
-    assert failed == 3
+    assert counted == 3
 
 
 # -- live -----------------------------------------------------------------------------------

@@ -14,19 +14,16 @@ original token ``speech `` and a final translated token, the target language's w
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
-import threading
 import time
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.server import Server, ServerConnection, serve
+from websockets.sync.server import ServerConnection
 
 from tests.fakes.audio import pcm16_from_bytes, rms, ulaw_to_pcm16
+from tests.fakes.loopback_ws import LoopbackServer, PeerRecord
 from tests.fakes.openai_translate import INPUT_WORD, OTHER_WORD, OUTPUT_WORDS
 
 PATH = "/transcribe-websocket"
@@ -38,14 +35,12 @@ RAW_FORMATS = {"pcm_s16le": 2, "mulaw": 1}  # the raw formats this stand-in deco
 # The documented error shape; the texts are the stand-in's own (Soniox's exact words unknown).
 MISSING_KEY = (401, "Missing API key.")
 BAD_KEY = (401, "Invalid API key.")
-_JOIN_S = 5.0
 
 
 @dataclass
-class SonioxRequest:
+class SonioxRequest(PeerRecord):
     """One WebSocket connection as the stand-in saw it."""
 
-    headers: dict[str, str]
     start: dict[str, Any] | None = None
     audio_bytes: int = 0
     bytes_per_ms: float = 16.0
@@ -53,8 +48,6 @@ class SonioxRequest:
     got_end_of_audio: bool = False
     sent_finished: bool = False
     responses: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
-    ended: threading.Event = field(default_factory=threading.Event)
-    connection: ServerConnection | None = field(default=None, repr=False)
 
     @property
     def received_ms(self) -> float:
@@ -63,12 +56,6 @@ class SonioxRequest:
     @property
     def ended_cleanly(self) -> bool:
         return self.got_end_of_audio and self.sent_finished
-
-    def drop(self) -> None:
-        """Cut the TCP connection without a close frame (the client sees 1006)."""
-        if self.connection is not None:
-            with contextlib.suppress(OSError):
-                self.connection.socket.shutdown(socket.SHUT_RDWR)
 
 
 class _Translator:
@@ -197,63 +184,19 @@ def check_start(start: object, authorization: str, api_key: str | None) -> tuple
     return None
 
 
-class FakeSoniox:
+class FakeSoniox(LoopbackServer[SonioxRequest]):
     """The WebSocket server on 127.0.0.1. Use as a context manager."""
 
+    PATH = PATH
+
     def __init__(self, *, api_key: str | None = None) -> None:
+        super().__init__()
         self.api_key = api_key
-        self.requests: list[SonioxRequest] = []
-        self._lock = threading.Lock()
-        self._server: Server | None = None
-        self._thread: threading.Thread | None = None
-        self._port = 0
-
-    def __enter__(self) -> FakeSoniox:
-        self._server = serve(
-            self._handle, "127.0.0.1", 0, ping_interval=None, max_size=None, close_timeout=2
-        )
-        self._port = int(self._server.socket.getsockname()[1])
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="fake-soniox", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        if self._thread is not None:
-            self._thread.join(_JOIN_S)
-        for request in self.snapshot():
-            request.drop()
-            request.ended.wait(_JOIN_S)
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self._port}{PATH}"
-
-    def snapshot(self) -> list[SonioxRequest]:
-        with self._lock:
-            return list(self.requests)
-
-    def drop_all(self) -> None:
-        for request in self.snapshot():
-            if not request.ended.is_set():
-                request.drop()
 
     def _handle(self, connection: ServerConnection) -> None:
         http = connection.request
         assert http is not None
-        request = SonioxRequest(dict(http.headers.raw_items()), connection=connection)
-        with self._lock:
-            self.requests.append(request)
+        request = self._track(SonioxRequest(dict(http.headers.raw_items()), connection=connection))
         try:
             if http.path.split("?")[0] != PATH:
                 self._error(request, 404, "Not found.")

@@ -14,18 +14,15 @@ The voice "says" each word as 200 ms of ``tone_for(language)`` at the requested 
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import socket
-import threading
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.server import Server, ServerConnection, serve
+from websockets.sync.server import ServerConnection
 
 from tests.fakes.audio import pcm16_to_bytes, sine
+from tests.fakes.loopback_ws import LoopbackServer, PeerRecord
 from tests.fakes.openai_translate import tone_for
 
 PATH = "/tts-websocket"
@@ -33,23 +30,14 @@ WORD_MS = 200
 CHUNK_MS = 100
 MAX_STREAMS = 5
 PCM_RATES_HZ = (8000, 16000, 24000, 44100, 48000)
-_JOIN_S = 5.0
 
 
 @dataclass
-class TtsConnection:
-    headers: dict[str, str]
+class TtsConnection(PeerRecord):
     configs: list[dict[str, Any]] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     keepalives: int = 0
     errors: list[tuple[int, str]] = field(default_factory=list)
-    ended: threading.Event = field(default_factory=threading.Event)
-    connection: ServerConnection | None = field(default=None, repr=False)
-
-    def drop(self) -> None:
-        if self.connection is not None:
-            with contextlib.suppress(OSError):
-                self.connection.socket.shutdown(socket.SHUT_RDWR)
 
 
 def check_config(config: dict[str, Any], active: dict[str, Any]) -> str | None:
@@ -67,57 +55,18 @@ def check_config(config: dict[str, Any], active: dict[str, Any]) -> str | None:
     return None
 
 
-class FakeSonioxTts:
+class FakeSonioxTts(LoopbackServer[TtsConnection]):
+    PATH = PATH
+
     def __init__(self, *, api_key: str | None = None) -> None:
+        super().__init__()
         self.api_key = api_key
         self.fail_streams = False  # answer every stream with an error
-        self.connections: list[TtsConnection] = []
-        self._lock = threading.Lock()
-        self._server: Server | None = None
-        self._thread: threading.Thread | None = None
-        self._port = 0
-
-    def __enter__(self) -> FakeSonioxTts:
-        self._server = serve(
-            self._handle, "127.0.0.1", 0, ping_interval=None, max_size=None, close_timeout=2
-        )
-        self._port = int(self._server.socket.getsockname()[1])
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="fake-soniox-tts", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        if self._thread is not None:
-            self._thread.join(_JOIN_S)
-        for conn in self.snapshot():
-            conn.drop()
-            conn.ended.wait(_JOIN_S)
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self._port}{PATH}"
-
-    def snapshot(self) -> list[TtsConnection]:
-        with self._lock:
-            return list(self.connections)
 
     def _handle(self, connection: ServerConnection) -> None:
         http = connection.request
         assert http is not None
-        conn = TtsConnection(dict(http.headers.raw_items()), connection=connection)
-        with self._lock:
-            self.connections.append(conn)
+        conn = self._track(TtsConnection(dict(http.headers.raw_items()), connection=connection))
         try:
             self._serve(conn, connection, http.headers.get("Authorization", ""))
         except ConnectionClosed:
