@@ -100,6 +100,6 @@ def test_gunicorn_refuses_bad_settings_with_one_line() -> None:
     env = {"PATH": str(Path(sys.executable).parent), "HOME": "/tmp", **BASE, "ENGINE": "nope"}
     proc = run_gunicorn_once(env)
     assert proc.returncode == 2
-    known = ", ".join(engines.ENGINES)  # every engine registered, whichever they are
+    known = ", ".join(engines.ENGINES)  # every registered engine, in registry order
     assert proc.stderr.strip() == f"configuration error: ENGINE: 'nope' is not one of {known}"
     assert "Traceback" not in proc.stderr + proc.stdout
