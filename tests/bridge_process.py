@@ -101,8 +101,12 @@ class BridgeProcess:
 
 
 @contextmanager
-def run_bridge(port: int, env: Mapping[str, str], log_dir: Path) -> Iterator[BridgeProcess]:
-    """Start gunicorn with the Procfile's command; stop it (SIGTERM, then SIGKILL) afterwards."""
+def run_bridge(
+    port: int, env: Mapping[str, str], log_dir: Path, root: Path = ROOT
+) -> Iterator[BridgeProcess]:
+    """Start gunicorn with the Procfile's command; stop it (SIGTERM, then SIGKILL) afterwards.
+
+    ``root`` is the checkout to run (benchmarks compare against an older commit's tree)."""
     full_env = {
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "HOME": os.environ.get("HOME", "/tmp"),
@@ -120,7 +124,7 @@ def run_bridge(port: int, env: Mapping[str, str], log_dir: Path) -> Iterator[Bri
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
             ["sh", "-c", f"exec {procfile_web_command()}"],
-            cwd=ROOT,
+            cwd=root,
             env=full_env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
