@@ -179,15 +179,25 @@ def main() -> None:
     parser.add_argument("--drop-runs", type=int, default=7)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="1 minute, 2 drop runs")
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="trace the worker's allocations; growth by site every minute in the log folder",
+    )
     args = parser.parse_args()
     if args.quick:
         args.minutes, args.drop_runs = 1.0, 2
     print(header("Soak"), end="\n\n")
+    log_dir = Path(tempfile.mkdtemp(prefix="soak-"))
+    env = {"MAX_CONCURRENT_CALLS": "50"}
+    if args.tracemalloc:
+        # bench/profiling/sitecustomize.py, imported by the worker when on its path.
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parent / "profiling")
+        env["BENCH_TRACEMALLOC_OUT"] = str(log_dir / "tracemalloc")
+        print(f"allocation growth by site: {log_dir}/tracemalloc.<worker pid>\n")
     with (
         FakeTranslationServer() as openai,
-        bridge_stack(
-            Path(tempfile.mkdtemp(prefix="soak-")), {"MAX_CONCURRENT_CALLS": "50"}, openai
-        ) as stack,
+        bridge_stack(log_dir, env, openai) as stack,
     ):
         if args.drop_runs:
             gaps = measure_drop_gaps(stack, args.drop_runs)

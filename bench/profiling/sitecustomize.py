@@ -5,8 +5,15 @@ bench puts this folder on the bridge's ``PYTHONPATH``; Python imports ``sitecust
 start-up, and when ``BENCH_PROFILE_OUT`` is set, every forked worker starts one daemon thread
 that, ``BENCH_PROFILE_HZ`` times a second, records the innermost frames of every other thread
 that is not parked in a known wait, and the CPU each kind of thread has used so far (from
-``/proc/self/task``). Both go to ``$BENCH_PROFILE_OUT.<pid>`` every few seconds. Nothing of
-this is loaded in production: the folder is only ever on the path of a benchmarked bridge.
+``/proc/self/task``). Both go to ``$BENCH_PROFILE_OUT.<pid>`` every few seconds.
+
+``BENCH_TRACEMALLOC_OUT`` (``bench/soak.py --tracemalloc``) instead traces allocations in the
+worker and, every ``BENCH_TRACEMALLOC_EVERY_S``, writes the 40 allocation sites whose live
+memory grew most since the first snapshot (taken once the first calls have run) to
+``$BENCH_TRACEMALLOC_OUT.<pid>``: the owner of a slow growth.
+
+Nothing of this is loaded in production: the folder is only ever on the path of a
+benchmarked bridge.
 """
 
 from __future__ import annotations
@@ -100,13 +107,43 @@ def _run(path: str, hz: float) -> None:
             Path(f"{path}.{os.getpid()}").write_text("\n".join(lines) + "\n")
 
 
+def _trace(path: str, every_s: float) -> None:
+    import gc
+    import tracemalloc
+
+    time.sleep(every_s)  # past start-up and the first calls: caches, pools, imports
+    gc.collect()
+    first = tracemalloc.take_snapshot()
+    rounds = 0
+    while True:
+        time.sleep(every_s)
+        rounds += 1
+        gc.collect()
+        snapshot = tracemalloc.take_snapshot()
+        stats = snapshot.compare_to(first, "traceback")
+        current, peak = tracemalloc.get_traced_memory()
+        lines = [f"# round {rounds}: traced {current / 2**20:.1f} MiB (peak {peak / 2**20:.1f})"]
+        for stat in stats[:40]:
+            lines.append(f"{stat.size_diff / 1024:+.1f} KiB in {stat.count_diff:+d} blocks:")
+            lines.extend(f"    {line}" for line in stat.traceback.format()[-12:])
+        Path(f"{path}.{os.getpid()}").write_text("\n".join(lines) + "\n")
+
+
 def _start() -> None:
     path = os.environ.get("BENCH_PROFILE_OUT")
-    if not path:
-        return
-    hz = float(os.environ.get("BENCH_PROFILE_HZ", "100"))
-    threading.Thread(target=_run, args=(path, hz), name="bench-profiler", daemon=True).start()
+    if path:
+        hz = float(os.environ.get("BENCH_PROFILE_HZ", "100"))
+        threading.Thread(target=_run, args=(path, hz), name="bench-profiler", daemon=True).start()
+    trace = os.environ.get("BENCH_TRACEMALLOC_OUT")
+    if trace:
+        import tracemalloc
+
+        tracemalloc.start(12)
+        every = float(os.environ.get("BENCH_TRACEMALLOC_EVERY_S", "60"))
+        threading.Thread(
+            target=_trace, args=(trace, every), name="bench-trace", daemon=True
+        ).start()
 
 
-if os.environ.get("BENCH_PROFILE_OUT"):
+if os.environ.get("BENCH_PROFILE_OUT") or os.environ.get("BENCH_TRACEMALLOC_OUT"):
     os.register_at_fork(after_in_child=_start)
