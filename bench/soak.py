@@ -136,7 +136,9 @@ def soak(stack: Stack, minutes: float, concurrency: int, seed: int) -> dict[str,
             length = worker_rng.uniform(10, 40)
             try:
                 caller, _agent, to_agent = place(stack, length + 5)
-            except AssertionError:
+            except (AssertionError, StopIteration, TimeoutError):
+                # Set-up timed out, or another placer's sessions were taken for this call's
+                # (calls start concurrently): try again rather than lose this placer.
                 continue
             end = time.monotonic() + length
             while time.monotonic() < end:

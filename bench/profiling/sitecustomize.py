@@ -8,9 +8,9 @@ that is not parked in a known wait, and the CPU each kind of thread has used so 
 ``/proc/self/task``). Both go to ``$BENCH_PROFILE_OUT.<pid>`` every few seconds.
 
 ``BENCH_TRACEMALLOC_OUT`` (``bench/soak.py --tracemalloc``) instead traces allocations in the
-worker and, every ``BENCH_TRACEMALLOC_EVERY_S``, writes the 40 allocation sites whose live
-memory grew most since the first snapshot (taken once the first calls have run) to
-``$BENCH_TRACEMALLOC_OUT.<pid>``: the owner of a slow growth.
+worker and, every ``BENCH_TRACEMALLOC_EVERY_S``, writes the source lines whose live memory grew
+most since the first snapshot (taken once the first calls have run), and the growth of
+gc-tracked objects by type, to ``$BENCH_TRACEMALLOC_OUT.<pid>``: the owner of a slow growth.
 
 Nothing of this is loaded in production: the folder is only ever on the path of a
 benchmarked bridge.
@@ -111,21 +111,27 @@ def _trace(path: str, every_s: float) -> None:
     import gc
     import tracemalloc
 
+    def by_type() -> collections.Counter[str]:
+        return collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+
     time.sleep(every_s)  # past start-up and the first calls: caches, pools, imports
     gc.collect()
-    first = tracemalloc.take_snapshot()
+    first, first_types = tracemalloc.take_snapshot(), by_type()
     rounds = 0
     while True:
         time.sleep(every_s)
         rounds += 1
         gc.collect()
-        snapshot = tracemalloc.take_snapshot()
-        stats = snapshot.compare_to(first, "traceback")
+        stats = tracemalloc.take_snapshot().compare_to(first, "lineno")
+        types = by_type()
+        types.subtract(first_types)
         current, peak = tracemalloc.get_traced_memory()
         lines = [f"# round {rounds}: traced {current / 2**20:.1f} MiB (peak {peak / 2**20:.1f})"]
-        for stat in stats[:40]:
-            lines.append(f"{stat.size_diff / 1024:+.1f} KiB in {stat.count_diff:+d} blocks:")
-            lines.extend(f"    {line}" for line in stat.traceback.format()[-12:])
+        lines += [
+            f"{stat.size_diff / 1024:+.1f} KiB {stat.count_diff:+d} {stat}" for stat in stats[:30]
+        ]
+        lines.append("# gc-tracked objects by type, growth since the first snapshot")
+        lines += [f"{count:+d} {name}" for name, count in types.most_common(25)]
         Path(f"{path}.{os.getpid()}").write_text("\n".join(lines) + "\n")
 
 
@@ -138,7 +144,7 @@ def _start() -> None:
     if trace:
         import tracemalloc
 
-        tracemalloc.start(12)
+        tracemalloc.start(1)  # one frame: cheap enough to run under calls
         every = float(os.environ.get("BENCH_TRACEMALLOC_EVERY_S", "60"))
         threading.Thread(
             target=_trace, args=(trace, every), name="bench-trace", daemon=True
