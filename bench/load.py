@@ -1,6 +1,6 @@
 """Load: N simultaneous two-leg calls against the bridge under gunicorn (the Procfile's command).
 
-    .venv/bin/python bench/load.py                 # N = 1, 25, 50, 100, 200; 30 s each
+    .venv/bin/python bench/load.py                 # N = 1, 5, 10, 25, 50, 100, 200; 30 s each
     .venv/bin/python bench/load.py --quick         # N = 1, 25; 10 s each
     .venv/bin/python bench/load.py --calls 100 --seconds 60
 
@@ -69,6 +69,8 @@ WARMUP_S = 2.0
 # Deltas sent this long before the window ends must have all their frames heard by its end.
 SETTLE_S = 0.5
 SETUP_TIMEOUT_S = 20.0
+# The generator itself sending frames later than this (p99) means the machine was too busy.
+GENERATOR_LATE_MS = 5.0
 
 
 @dataclass
@@ -342,7 +344,7 @@ def extract(ref: str) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", default="1,25,50,100,200", help="comma-separated N values")
+    parser.add_argument("--calls", default="1,5,10,25,50,100,200", help="comma-separated N values")
     parser.add_argument("--seconds", type=float, default=30.0, help="measurement window per N")
     parser.add_argument("--quick", action="store_true", help="N = 1, 25 for 10 s each")
     parser.add_argument(
@@ -373,12 +375,13 @@ def main() -> None:
         flush=True,
     )
     print(LEGEND, end="\n\n")
-    print(TABLE_HEAD, flush=True)
     log_dir = Path(tempfile.mkdtemp(prefix="bench-load-"))
     trees = [("", ROOT)]
     if args.baseline:
         trees.insert(0, (f"{args.baseline} ", extract(args.baseline)))
         print(f"rows named {args.baseline!r}: the bridge of that commit, run alternately\n")
+    print(TABLE_HEAD, flush=True)
+    starved = False
     for n in counts:
         broke = True
         for label, root in trees:
@@ -386,9 +389,15 @@ def main() -> None:
             result.label = label
             print(row(result), flush=True)
             broke = broke and bool(result.broke)
+            starved = starved or result.gen_late_p99_ms > GENERATOR_LATE_MS
         if broke and not args.keep_going:
             print(f"\nstopped at N = {n}: missed the target")
             break
+    if starved:
+        print(
+            f"\nwarning: the generator sent frames more than {GENERATOR_LATE_MS:.0f} ms late "
+            "(p99): the machine was too busy for these latencies to be the bridge's alone"
+        )
     print(f"\n{footer()}; bridge logs in {log_dir}")
 
 
