@@ -31,12 +31,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -51,6 +56,7 @@ from bench.load_peers import (
 from bench.machine import footer, header
 from tests.bridge_process import (
     ACCOUNT_SID,
+    AGENT_NUMBER,
     AUTH_TOKEN,
     ROOT,
     BridgeProcess,
@@ -218,7 +224,7 @@ async def run_load(
         env["PYTHONPATH"] = str(Path(__file__).resolve().parent / "profiling")
         env["BENCH_PROFILE_OUT"] = str(log_dir / f"profile-n{n}")
     try:
-        with run_bridge(bridge_port, env, log_dir, root) as bridge:
+        with bridge_at(root, bridge_port, env, log_dir) as bridge:
             return await measure(n, seconds, bridge, carrier, translator)
     finally:
         await carrier.close()
@@ -329,6 +335,61 @@ def row(r: Result) -> str:
         f"| {r.rss_per_call_mib:.2f} | {r.worker_threads} "
         f"| {r.gen_cpu_share:.2f} / {r.gen_late_p99_ms:.1f} | {r.load} |"
     )
+
+
+@contextmanager
+def bridge_at(root: Path, port: int, env: dict[str, str], log_dir: Path) -> Iterator[BridgeProcess]:
+    """The bridge of checkout ``root`` under gunicorn, as the tests start it (the Procfile's
+    command), on ``port``; for ``--baseline``, the same command run from another tree."""
+    if root == ROOT:
+        with run_bridge(port, env, log_dir) as bridge:
+            yield bridge
+        return
+    full_env = {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "PORT": str(port),
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "AGENT_NUMBER": AGENT_NUMBER,
+        "DATABASE_URL": f"sqlite:///{log_dir / f'calls-{port}.sqlite3'}",
+        **env,
+    }
+    command = next(
+        line.removeprefix("web:").strip()
+        for line in (root / "Procfile").read_text().splitlines()
+        if line.startswith("web:")
+    )
+    log_path = log_dir / f"bridge-{port}.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", f"exec {command}"],
+            cwd=root,
+            env=full_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the baseline bridge did not start (see {log_path})")
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        yield BridgeProcess(proc, port, log_path)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=25)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
 
 
 def extract(ref: str) -> Path:
