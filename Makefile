@@ -38,7 +38,7 @@ lint: $(BIN)/.installed-dev
 	$(BIN)/mypy
 
 bench: $(BIN)/.installed-dev
-	$(BIN)/python bench/resample.py
+	$(BIN)/python bench/transcode.py
 	$(BIN)/python bench/engines.py
 
 clean:
