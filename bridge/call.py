@@ -35,6 +35,8 @@ EndReason = Literal[
     "stream_rejected",
     "time_limit",
     "shutdown",
+    # Several instances (REDIS_URL): the instance holding the other leg went away.
+    "instance_lost",
 ]
 # A long call produces many small fragments; keep the newest (persistence is a later issue).
 MAX_TRANSCRIPT_FRAGMENTS = 50_000
