@@ -1,0 +1,153 @@
+"""Calls whose parts land on different instances (REDIS_URL; bridge/cluster.py).
+
+Real bridges under gunicorn share a real Redis on loopback and one call store; the Twilio
+stand-in's balancer sends the voice webhook, each leg's Media Stream and each status callback
+to the instance the test picks. Without REDIS_URL nothing here runs: the rest of the suite is
+the single-process bridge, unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from bridge.prompts import prompt
+from tests.call_helpers import (
+    BRIDGE_NUMBER,
+    CALLER_NUMBER,
+    LEAD_IN_S,
+    agent_of,
+    speech,
+    tone_ulaw,
+    wait_streaming,
+)
+from tests.cluster_calls import Cluster, Plan, cluster_stack, kill_instance
+from tests.fakes.audio import (
+    AGENT_EN_8K_MULAW,
+    CALLER_ES_8K_MULAW,
+    dominant_frequency,
+    load_wav,
+    ulaw_to_pcm16,
+)
+from tests.fakes.openai_translate import FakeTranslationServer, tone_for
+from tests.fakes.twilio import DialBehaviour, FakeCall
+from tests.redis_server import redis_url
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def redis_for_tests() -> Iterator[str]:
+    with redis_url() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def trio(
+    tmp_path_factory: pytest.TempPathFactory,
+    redis_for_tests: str,
+    openai_fake: FakeTranslationServer,
+) -> Iterator[Cluster]:
+    with cluster_stack(tmp_path_factory.mktemp("trio"), 3, redis_for_tests, openai_fake) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def pair(
+    tmp_path_factory: pytest.TempPathFactory,
+    redis_for_tests: str,
+    openai_fake: FakeTranslationServer,
+) -> Iterator[Cluster]:
+    with cluster_stack(tmp_path_factory.mktemp("pair"), 2, redis_for_tests, openai_fake) as c:
+        yield c
+
+
+def started_on(cluster: Cluster, call: FakeCall) -> int:
+    """The instance whose log says it took this call's stream."""
+    assert call.stream is not None
+    line = f"stream {call.stream.stream_sid} started"
+    deadline = time.monotonic() + 5
+    while not (found := [i for i, b in enumerate(cluster.bridges) if line in b.log()]):
+        assert time.monotonic() < deadline, "no instance took the stream"
+        time.sleep(0.05)
+    assert len(found) == 1, f"stream started on {found}"
+    return found[0]
+
+
+def interpreted_call(cluster: Cluster, plan: Plan) -> None:
+    """A whole call, routed as ``plan`` says: both parties hear the other's translation,
+    the caller hangs up, the agent's leg is ended, every instance lets go, one record."""
+    cluster.route(plan)
+    twilio = cluster.twilio
+    twilio.default_dial = DialBehaviour(audio=speech(AGENT_EN_8K_MULAW, LEAD_IN_S + 0.5))
+    caller = twilio.place_call(speech(CALLER_ES_8K_MULAW), from_=CALLER_NUMBER, to=BRIDGE_NUMBER)
+    agent = agent_of(twilio, caller)
+    wait_streaming(twilio, caller, agent)
+    assert started_on(cluster, caller) == plan["stream:caller"]
+    assert started_on(cluster, agent) == plan["stream:agent"]
+
+    caller_speech_s = len(load_wav(CALLER_ES_8K_MULAW)[2]) / 8000
+    time.sleep(LEAD_IN_S + caller_speech_s + 1.0)
+    agent_heard = ulaw_to_pcm16(agent.heard_ulaw())
+    caller_heard = ulaw_to_pcm16(caller.heard_ulaw())
+    assert len(agent_heard) > 8000 and len(caller_heard) > 8000
+    assert abs(dominant_frequency(agent_heard, 8000) - tone_for("en")) < 10
+    assert abs(dominant_frequency(caller_heard, 8000) - tone_for("es")) < 10
+    assert caller.violations == [] and agent.violations == []
+
+    caller.hangup()
+    assert agent.wait_ended(10), "the agent leg was not ended"
+    assert caller.said == [prompt("connecting", "es").text]
+    cluster.wait_idle()
+    record = cluster.record(caller.sid)
+    assert record.summary.end_reason in ("caller_hung_up", "agent_hung_up")
+    assert record.summary.agent_sid == agent.sid
+    assert record.summary.caller_language == "es"  # written by the home instance
+    assert {s.direction for s in record.segments} == {"caller_to_agent", "agent_to_caller"}
+    kinds = {kind for kind, _ in cluster.sent_to}
+    assert {"voice", "status", "stream:caller", "stream:agent"} <= kinds
+
+
+def test_a_call_across_three_instances(trio: Cluster) -> None:
+    """Webhook on A, the caller's stream on B, the agent's on C, callbacks taking turns."""
+    plan: Plan = {
+        "voice": 0,
+        "stream:caller": 1,
+        "stream:agent": 2,
+        "status": (2, 0, 1),
+        "amd": 1,
+        "twiml": 0,
+    }
+    interpreted_call(trio, plan)
+    statuses = {i for kind, i in trio.sent_to if kind == "status"}
+    assert statuses == {0, 1, 2}, "status callbacks reached every instance"
+
+
+def test_a_call_across_two_instances(pair: Cluster) -> None:
+    """Webhook and the caller's stream on A, the agent's stream and the callbacks on B."""
+    interpreted_call(pair, {"voice": 0, "stream:caller": 0, "stream:agent": 1, "status": 1})
+
+
+def test_an_instance_lost_mid_call(pair: Cluster) -> None:
+    """The instance holding the agent's leg dies: the caller hears why, the call ends, and
+    the record says so. (Runs last in this module: it kills one of the pair.)"""
+    pair.route({"voice": 0, "stream:caller": 0, "stream:agent": 1, "status": 0, "amd": 0})
+    twilio = pair.twilio
+    twilio.default_dial = DialBehaviour(audio=tone_ulaw(30))
+    caller = twilio.place_call(tone_ulaw(30), from_=CALLER_NUMBER, to=BRIDGE_NUMBER)
+    agent = agent_of(twilio, caller)
+    wait_streaming(twilio, caller, agent)
+    time.sleep(1.0)
+    killed_at = time.monotonic()
+    kill_instance(pair.bridges[1])
+
+    assert agent.wait_ended(10), "Twilio ends the leg whose socket dropped"
+    assert caller.wait_ended(15), "the surviving leg was not ended"
+    assert caller.said[-1] == prompt("instance_lost", "es").text
+    assert time.monotonic() - killed_at < 12
+    record = pair.record(caller.sid)
+    assert record.summary.end_reason == "instance_lost"
+    assert "stopped" in record.summary.end_detail
+    pair.wait_idle()
