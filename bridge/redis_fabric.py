@@ -161,6 +161,8 @@ class LegReader:
 
     def _run(self) -> None:
         last = b"0"  # from the start: audio sent before this leg connected is still due
+        # What waited for this leg to connect is not a hop's latency: only later reads count.
+        live = False
         while not self._stop.is_set():
             try:
                 got = read_stream(self._client, self._key, last, READ_COUNT, READ_BLOCK_MS)
@@ -173,15 +175,16 @@ class LegReader:
                 return
             for entry_id, fields in got:
                 last = entry_id
-                self._deliver(fields)
+                self._deliver(fields, live)
+            live = True
 
-    def _deliver(self, fields: dict[bytes, bytes]) -> None:
+    def _deliver(self, fields: dict[bytes, bytes], live: bool) -> None:
         samples = np.frombuffer(fields[b"a"], dtype="<i2").astype(np.int16)
         audio = Pcm16(samples, int(fields[b"r"]))
         sent_wall = float(fields[b"t"])
         hop = max(0.0, time.time() - sent_wall)
         if fields[b"k"] == KIND_TRANSLATION:
-            if self._on_hop is not None:
+            if live and self._on_hop is not None:
                 self._on_hop(hop)
             self._leg.play_here(audio, time.monotonic() - hop)
         else:
