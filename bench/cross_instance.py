@@ -143,7 +143,7 @@ def setup(
     name: str, plan: Plan | None, log_dir: Path, redis: str, openai: FakeTranslationServer
 ) -> Iterator[tuple[FakeTwilio, list[BridgeProcess]]]:
     folder = log_dir / name.replace(" ", "_").replace(",", "")
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)
     if plan is None:
         with bridge_stack(folder, {}, openai) as stack:
             yield stack.twilio, [stack.bridge]
@@ -164,6 +164,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=4, help="concurrent calls per setup")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured window")
     parser.add_argument("--only", choices=["single", "together", "cross"], default=None)
+    parser.add_argument("--log-dir", type=Path, default=None, help="keep the bridges' logs")
     args = parser.parse_args()
     wanted = {
         None: list(SETUPS),
@@ -186,8 +187,10 @@ def main() -> None:
         redis_url() as redis,
         FakeTranslationServer() as openai,
     ):
+        logs = Path(tmp) if args.log_dir is None else args.log_dir
+        logs.mkdir(parents=True, exist_ok=True)
         for name in wanted:
-            with setup(name, SETUPS[name], Path(tmp), redis, openai) as (twilio, bridges):
+            with setup(name, SETUPS[name], logs, redis, openai) as (twilio, bridges):
                 r = run_calls(twilio, openai, bridges, args.calls, args.seconds)
             hop = f"{1000 * r.hop_sum / r.hop_count:.2f} ms" if r.hop_count else "-"
             print(

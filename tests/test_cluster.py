@@ -8,8 +8,10 @@ the single-process bridge, unchanged.
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +21,7 @@ from tests.call_helpers import (
     CALLER_NUMBER,
     LEAD_IN_S,
     agent_of,
+    heard_seconds,
     speech,
     tone_ulaw,
     wait_streaming,
@@ -151,3 +154,45 @@ def test_an_instance_lost_mid_call(pair: Cluster) -> None:
     assert record.summary.end_reason == "instance_lost"
     assert "stopped" in record.summary.end_detail
     pair.wait_idle()
+
+
+def test_a_rolling_restart_loses_no_call_that_fits_in_the_grace_period(
+    tmp_path: Path, redis_for_tests: str, openai_fake: FakeTranslationServer
+) -> None:
+    """SIGTERM to the instance holding the agent's leg: the call goes on through the grace
+    period and ends as its parties end it; the instance then exits by itself."""
+    env = {"SHUTDOWN_GRACE_SECONDS": "8"}
+    with cluster_stack(tmp_path, 2, redis_for_tests, openai_fake, env) as cluster:
+        cluster.route({"voice": 0, "stream:caller": 0, "stream:agent": 1, "status": 0})
+        twilio = cluster.twilio
+        twilio.default_dial = DialBehaviour(audio=tone_ulaw(30))
+        caller = twilio.place_call(tone_ulaw(30), from_=CALLER_NUMBER, to=BRIDGE_NUMBER)
+        agent = agent_of(twilio, caller)
+        wait_streaming(twilio, caller, agent)
+        assert started_on(cluster, agent) == 1  # bound there, not only on its way
+        time.sleep(0.5)
+        leaving = cluster.bridges[1]
+        leaving.proc.send_signal(signal.SIGTERM)
+        heard = heard_seconds(agent)
+        time.sleep(2.0)
+        assert heard_seconds(agent) > heard + 1.5, "the leaving instance stopped its leg"
+        assert not caller.ended.is_set()
+
+        caller.hangup()
+        assert agent.wait_ended(10) and caller.wait_ended(5)
+        assert prompt("shutdown", "es").text not in caller.said
+        assert prompt("shutdown", "en").text not in agent.said
+        assert cluster.record(caller.sid).summary.end_reason == "caller_hung_up"
+        assert leaving.proc.wait(timeout=15) == 0, "it left once its last call ended"
+
+
+def test_several_workers_on_one_host(
+    tmp_path: Path, redis_for_tests: str, openai_fake: FakeTranslationServer
+) -> None:
+    """BRIDGE_WORKERS=2 behind one port: requests land on either worker, as the kernel picks."""
+    with cluster_stack(
+        tmp_path, 1, redis_for_tests, openai_fake, {"BRIDGE_WORKERS": "2"}
+    ) as cluster:
+        log = cluster.bridges[0].log
+        assert cluster.twilio.wait_for(lambda: log().count("cluster: instance") == 2, 10), log()
+        interpreted_call(cluster, {"voice": 0, "stream:caller": 0, "stream:agent": 0})
