@@ -1,15 +1,16 @@
 """What the shared engine suite (tests/test_engines.py) needs from each vendor's stand-in.
 
 Every engine of bridge/engines.py (except ``relay``) has a loopback stand-in in
-``tests/fakes/`` that speaks that vendor's documented wire protocol, and a harness here-shaped
-object that the suite drives the same way for every engine. Stand-ins translate like
+``tests/fakes/`` that speaks that vendor's documented wire protocol, and a harness
+(tests/engine_standins.py) that the suite drives the same way for every engine. Stand-ins
+translate like
 ``tests.fakes.openai_translate.ToneTranslator``: while the speaker's audio carries energy, the
 listener gets a tone of ``tone_for(output_language)`` Hz, plus source and translated text.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -42,7 +43,3 @@ class EngineHarness(Protocol):
 
     def refusing(self) -> AbstractContextManager[None]:
         """While entered, new sessions are refused the way the vendor refuses a bad key."""
-
-
-HarnessFactory = type[AbstractContextManager[EngineHarness]]
-HarnessIterator = Iterator[EngineHarness]

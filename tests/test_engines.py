@@ -1,0 +1,210 @@
+"""The shared engine suite: every translation engine, against its vendor's stand-in, the same way.
+
+Each test opens sessions the way the bridge does (``bridge.engines.build`` from settings, one
+:class:`SessionSpec` per direction), feeds the speaker's 8 kHz audio at real-time pace and
+checks what the listener gets. Vendor-specific behaviour (session limits, billing events) has
+its own module per engine.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from bridge import engines
+from bridge.audio import TWILIO_RATE_HZ, Pcm16
+from bridge.engine import Direction, SessionSpec, TextKind, TranslationSession
+from bridge.metrics import Metrics
+from bridge.settings import Settings
+from tests.bridge_process import ACCOUNT_SID, AGENT_NUMBER, AUTH_TOKEN
+from tests.engine_harness import EngineHarness
+from tests.engine_standins import HARNESSES
+from tests.fakes.audio import dominant_frequency, sine
+from tests.fakes.openai_translate import tone_for
+
+pytestmark = pytest.mark.slow
+
+FRAME = TWILIO_RATE_HZ // 50  # 20 ms at 8 kHz, what one Twilio media frame carries
+SPEECH_HZ = 300.0  # the speaker's "voice": a tone the stand-ins count as speech
+BASE_ENV = {
+    "PUBLIC_BASE_URL": "https://bridge.example.com",
+    "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+    "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+    "AGENT_NUMBER": AGENT_NUMBER,
+}
+
+
+class Recorder:
+    """A :class:`SessionListener` that keeps everything and lets the test wait for it."""
+
+    def __init__(self) -> None:
+        self.audio: list[tuple[Pcm16, float]] = []
+        self.texts: list[tuple[TextKind, str]] = []
+        self.failures: list[tuple[str, bool]] = []
+        self._changed = threading.Condition()
+
+    def on_audio(self, audio: Pcm16, received_at: float) -> None:
+        with self._changed:
+            self.audio.append((audio, received_at))
+            self._changed.notify_all()
+
+    def on_text(self, kind: TextKind, text: str) -> None:
+        with self._changed:
+            self.texts.append((kind, text))
+            self._changed.notify_all()
+
+    def on_failed(self, reason: str, *, opened: bool) -> None:
+        with self._changed:
+            self.failures.append((reason, opened))
+            self._changed.notify_all()
+
+    def wait(self, what: str, ready: object, timeout: float = 15.0) -> None:
+        assert callable(ready)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not ready():
+                remaining = deadline - time.monotonic()
+                assert remaining > 0, f"timed out waiting for {what}"
+                self._changed.wait(remaining)
+
+    def heard(self, after: float = 0.0) -> Pcm16 | None:
+        """Everything received after ``after`` (monotonic), joined at its own rate."""
+        with self._changed:
+            parts = [a for a, t in self.audio if t >= after]
+        if not parts:
+            return None
+        return Pcm16(np.concatenate([p.samples for p in parts]), parts[0].rate_hz)
+
+    def text(self, kind: TextKind) -> str:
+        with self._changed:
+            return "".join(t for k, t in self.texts if k == kind)
+
+
+@pytest.fixture(scope="module", params=sorted(HARNESSES))
+def harness(request: pytest.FixtureRequest) -> Iterator[EngineHarness]:
+    with HARNESSES[request.param]() as running:
+        yield running
+
+
+def open_session(
+    harness: EngineHarness, output_language: str = "en", direction: Direction = "caller_to_agent"
+) -> tuple[TranslationSession, Recorder]:
+    settings = Settings.from_env({**BASE_ENV, **harness.env()}, env_file=None)
+    engine = engines.build(settings, Metrics())
+    recorder = Recorder()
+    spec = SessionSpec(f"CA{uuid.uuid4().hex}", direction, output_language)
+    session = engine.session(spec, recorder)
+    session.start()
+    return session, recorder
+
+
+def speak(session: TranslationSession, seconds: float, voiced: bool = True) -> None:
+    """Feed ``seconds`` of the speaker's audio in 20 ms frames at real-time pace."""
+    n = round(seconds * 50)
+    start = time.monotonic()
+    for i in range(n):
+        if voiced:
+            frame = sine(SPEECH_HZ, FRAME, TWILIO_RATE_HZ, 8000.0, i * FRAME)
+        else:
+            frame = np.zeros(FRAME, dtype=np.int16)
+        session.send_audio(Pcm16(frame, TWILIO_RATE_HZ))
+        time.sleep(max(0.0, start + (i + 1) * 0.02 - time.monotonic()))
+
+
+def stand_in_received_ms(harness: EngineHarness, before: int) -> float:
+    return sum(s.received_ms for s in harness.sessions()[before:])
+
+
+@pytest.mark.parametrize("language", ["en", "es"])
+def test_speech_becomes_translated_audio_and_text(harness: EngineHarness, language: str) -> None:
+    session, heard = open_session(harness, language)
+    try:
+        speak(session, 1.5)
+        speak(session, 0.5, voiced=False)
+        heard.wait("translated audio", lambda: heard.audio)
+        heard.wait(
+            "source and translated text", lambda: heard.text("source") and heard.text("translation")
+        )
+    finally:
+        session.close()
+    audio = heard.heard()
+    assert audio is not None and audio.duration_ms >= 200
+    assert dominant_frequency(audio.samples, audio.rate_hz) == pytest.approx(
+        tone_for(language), abs=15
+    )
+    assert not heard.failures
+
+
+def test_silence_is_not_translated(harness: EngineHarness) -> None:
+    session, heard = open_session(harness)
+    try:
+        speak(session, 1.0, voiced=False)
+        time.sleep(0.5)
+    finally:
+        session.close()
+    assert heard.heard() is None and not heard.failures
+
+
+def test_close_is_idempotent_and_ends_the_vendor_session(harness: EngineHarness) -> None:
+    before = len(harness.sessions())
+    session, heard = open_session(harness)
+    speak(session, 0.5)
+    session.close()
+    session.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not all(
+        s.ended_cleanly for s in harness.sessions()[before:]
+    ):
+        time.sleep(0.05)
+    opened = harness.sessions()[before:]
+    assert opened and all(s.ended_cleanly for s in opened)
+    assert not heard.failures
+    session.close()  # and once more, after the end
+
+
+def test_every_input_millisecond_reaches_the_vendor(harness: EngineHarness) -> None:
+    before = len(harness.sessions())
+    session, heard = open_session(harness)
+    speak(session, 2.0)
+    speak(session, 0.4, voiced=False)
+    session.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and stand_in_received_ms(harness, before) < 2300:
+        time.sleep(0.05)
+    assert stand_in_received_ms(harness, before) == pytest.approx(2400, abs=120)
+    assert not heard.failures
+
+
+def test_a_refused_session_reports_failure_unopened(harness: EngineHarness) -> None:
+    with harness.refusing():
+        session, heard = open_session(harness)
+        try:
+            speak(session, 0.2)
+            heard.wait("on_failed", lambda: heard.failures, timeout=30)
+        finally:
+            session.close()
+    assert heard.failures[0][1] is False
+    assert heard.heard() is None
+
+
+def test_a_dropped_connection_is_recovered_without_losing_speech(harness: EngineHarness) -> None:
+    before = len(harness.sessions())
+    session, heard = open_session(harness)
+    try:
+        speak(session, 1.0)
+        heard.wait("translated audio", lambda: heard.audio)
+        harness.drop_all()
+        dropped_at = time.monotonic()
+        speak(session, 1.5)
+        speak(session, 0.5, voiced=False)
+        heard.wait("audio after the drop", lambda: heard.heard(after=dropped_at) is not None)
+    finally:
+        session.close()
+    assert not heard.failures
+    # What was said across the drop reached the vendor (held while reconnecting, then sent).
+    assert stand_in_received_ms(harness, before) >= 2800
