@@ -31,7 +31,7 @@ from collections.abc import Callable
 import numpy as np
 import redis
 
-from bridge.audio import Pcm16, Samples
+from bridge.audio import ENGINE_RATE_HZ, TWILIO_RATE_HZ, Pcm16, Samples
 from bridge.leg import CallLeg, LegConfig, Role
 from bridge.metrics import Metrics
 from bridge.registry import CALL_TTL_S, read_stream
@@ -120,6 +120,11 @@ class ClusterLeg(CallLeg):
             super().play(audio, received_at)
             return
         at_wall = time.time() - (time.monotonic() - received_at)
+        if audio.rate_hz == ENGINE_RATE_HZ:
+            # Down to what Twilio plays before crossing: a third of the bytes. This leg's own
+            # resampler does it (unused here otherwise), so its state runs on across chunks.
+            with self._resample_lock:
+                audio = Pcm16(self._downsampler.process(audio.samples), TWILIO_RATE_HZ)
         self._sender.send(self._call_sid, self.role, KIND_TRANSLATION, audio, at_wall)
 
     def hear_other_party(self, audio: Pcm16) -> None:
