@@ -48,6 +48,7 @@ from tests.call_helpers import (
     wait_streaming,
 )
 from tests.cluster_calls import Plan, cluster_stack
+from tests.fakes.audio import ulaw_silence
 from tests.fakes.openai_translate import FakeSession, FakeTranslationServer, tone_for
 from tests.fakes.twilio import DialBehaviour, FakeCall, FakeTwilio
 from tests.redis_server import redis_url
@@ -100,28 +101,32 @@ def run_calls(
     seconds: float,
 ) -> Result:
     placed: list[tuple[FakeCall, FakeCall, FakeSession, FakeSession, float]] = []
-    # Long enough that every call is still up when the last one has been placed.
-    length = seconds + 0.6 * calls + 3
-    twilio.default_dial = DialBehaviour(audio=tone_ulaw(length, 350))
+    # Silence until every call is up (so no translation waits for a leg still connecting and
+    # stands queued ahead of the rest), then both parties talk for the measured window.
+    lead = 2.0 + 0.6 * calls
+    talk = seconds + 2.0
+    twilio.default_dial = DialBehaviour(audio=ulaw_silence(int(8000 * lead)) + tone_ulaw(talk, 350))
     cpu0 = sum(cpu_seconds(b) for b in bridges)
     t0 = time.monotonic()
     for _ in range(calls):
         before = len(openai.sessions)
-        caller = twilio.place_call(tone_ulaw(length), from_=CALLER_NUMBER, to=BRIDGE_NUMBER)
+        audio = ulaw_silence(int(8000 * lead)) + tone_ulaw(talk)
+        caller = twilio.place_call(audio, from_=CALLER_NUMBER, to=BRIDGE_NUMBER)
         agent = agent_of(twilio, caller)
         wait_streaming(twilio, caller, agent)
         sessions = {s.output_language: s for s in new_sessions(openai, before)}
         both_up = max(caller.stream.started_at or 0, agent.stream.started_at or 0)  # type: ignore[union-attr]
         placed.append((caller, agent, sessions["en"], sessions["es"], both_up))
-    measure_from = time.monotonic()
-    time.sleep(seconds)
-    measure_to = time.monotonic()
+    assert time.monotonic() < t0 + lead, "calls took longer to place than their silence"
+    measure_from = t0 + lead + 1.0
+    measure_to = measure_from + seconds - 1.0
+    time.sleep(max(0.0, measure_to - time.monotonic()))
     cpu = sum(cpu_seconds(b) for b in bridges) - cpu0
-    call_s = calls * (measure_to - t0)
+    call_s = calls * (measure_to - t0)  # CPU covers set-up and silence too: a fair mean
     result = Result([], [], 0, 0, cpu, call_s, 0.0, 0.0)
     for caller, agent, to_agent, to_caller, both_up in placed:
         for session, listener, lang in ((to_agent, agent, "en"), (to_caller, caller, "es")):
-            first, last = delta_latencies(session, listener, tone_for(lang), both_up + 0.5)
+            first, last = delta_latencies(session, listener, tone_for(lang), both_up)
             result.first += first
             result.last += last
             heard = [f for f in listener.heard_frames if measure_from <= f.time <= measure_to]
