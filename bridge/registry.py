@@ -132,7 +132,11 @@ class CallRegistry:
         """Admit a call here (this instance is its home); False if another instance did
         (Twilio retried the voice webhook on another instance)."""
         key = call_key(sid)
-        if not self.client.hsetnx(key, "sid", sid):
+        pipe = self.client.pipeline(transaction=True)  # never a key without its TTL
+        pipe.hsetnx(key, "sid", sid)
+        pipe.expire(key, CALL_TTL_S, nx=True)
+        created, _ = pipe.execute()
+        if not created:
             return False
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(
@@ -174,11 +178,16 @@ class CallRegistry:
 
     def set_once(self, sid: str, field: str) -> bool:
         """Set ``field`` to "1"; True only for the instance that set it first."""
-        return bool(self.client.hsetnx(call_key(sid), field, "1"))
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hsetnx(call_key(sid), field, "1")
+        pipe.expire(call_key(sid), CALL_TTL_S, nx=True)  # an expired call's husk expires too
+        first, _ = pipe.execute()
+        return bool(first)
 
     def set_agent_sid(self, sid: str, agent_sid: str) -> None:
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.client.pipeline(transaction=True)
         pipe.hset(call_key(sid), mapping={"agent_sid": agent_sid, "agent_live": "1"})
+        pipe.expire(call_key(sid), CALL_TTL_S, nx=True)
         pipe.set(agent_key(agent_sid), sid, ex=CALL_TTL_S)
         pipe.execute()
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from bridge.prompts import prompt
 from tests.call_helpers import (
@@ -126,6 +127,17 @@ def test_a_call_across_three_instances(trio: Cluster) -> None:
     interpreted_call(trio, plan)
     statuses = {i for kind, i in trio.sent_to if kind == "status"}
     assert statuses == {0, 1, 2}, "status callbacks reached every instance"
+
+
+def test_every_key_expires(trio: Cluster, redis_for_tests: str) -> None:
+    """Whatever the instances left in Redis expires on its own: no zombie calls."""
+    client = redis.Redis.from_url(redis_for_tests)
+    keys = list(client.scan_iter("bridge:*"))
+    assert any(k.startswith(b"bridge:instance:") for k in keys), keys
+    assert any(k.startswith(b"bridge:end:") for k in keys), "the call above left its claim"
+    forever = [k for k in keys if client.ttl(k) == -1]
+    assert forever == [], f"keys without a TTL: {forever}"
+    client.close()
 
 
 def test_a_call_across_two_instances(pair: Cluster) -> None:
