@@ -31,8 +31,10 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -70,6 +72,7 @@ class Result:
     call_s: float
     hop_sum: float
     hop_count: float
+    hop_buckets: dict[float, float] = field(default_factory=dict)  # cumulative, by le
 
 
 def delta_latencies(
@@ -137,10 +140,27 @@ def run_calls(
         agent.wait_ended(15)
         caller.wait_ended(15)
     for bridge in bridges:
-        text = bridge.metric("bridge_fabric_hop_seconds_sum")
-        result.hop_sum += text
+        result.hop_sum += bridge.metric("bridge_fabric_hop_seconds_sum")
         result.hop_count += bridge.metric("bridge_fabric_hop_seconds_count")
+        for line in requests.get(f"{bridge.url}/metrics", timeout=5).text.splitlines():
+            if line.startswith("bridge_fabric_hop_seconds_bucket{"):
+                le = line.split('le="', 1)[1].split('"', 1)[0]
+                bound = float("inf") if le == "+Inf" else float(le)
+                result.hop_buckets[bound] = result.hop_buckets.get(bound, 0) + float(
+                    line.split()[-1]
+                )
     return result
+
+
+def bucket_quantile(buckets: dict[float, float], q: float) -> str:
+    """The upper bound of the histogram bucket holding quantile ``q`` (``≤ x ms``)."""
+    total = buckets.get(float("inf"), 0.0)
+    if not total:
+        return "-"
+    for bound in sorted(buckets):
+        if buckets[bound] >= q * total:
+            return "> 2 s" if bound == float("inf") else f"≤ {1000 * bound:g} ms"
+    return "-"
 
 
 @contextmanager
@@ -184,7 +204,7 @@ def main() -> None:
     )
     print(
         "| setup | deltas | first frame p50 | p99 | last frame p50 | p99 "
-        "| Redis hop mean | frames heard | bridge CPU per call-second |"
+        "| Redis hop mean (histogram) | frames heard | bridge CPU per call-second |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     with (
@@ -197,7 +217,13 @@ def main() -> None:
         for name in wanted:
             with setup(name, SETUPS[name], logs, redis, openai) as (twilio, bridges):
                 r = run_calls(twilio, openai, bridges, args.calls, args.seconds)
-            hop = f"{1000 * r.hop_sum / r.hop_count:.2f} ms" if r.hop_count else "-"
+            hop = "-"
+            if r.hop_count:
+                hop = (
+                    f"{1000 * r.hop_sum / r.hop_count:.2f} ms (p50 "
+                    f"{bucket_quantile(r.hop_buckets, 0.5)}, p99 "
+                    f"{bucket_quantile(r.hop_buckets, 0.99)})"
+                )
             print(
                 f"| {name} | {len(r.first)} | {ms(r.first, 50)} ms | {ms(r.first, 99)} ms "
                 f"| {ms(r.last, 50)} ms | {ms(r.last, 99)} ms | {hop} "
