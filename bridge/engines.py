@@ -25,6 +25,34 @@ if TYPE_CHECKING:
     from bridge.metrics import Metrics
     from bridge.settings import Settings
 
+# Bland's Live Translation API speaks (and hears) these (Create Translation Session docs).
+BLAND_LANGUAGES = frozenset(
+    [
+        "en",
+        "es",
+        "fr",
+        "de",
+        "it",
+        "pt",
+        "nl",
+        "pl",
+        "sv",
+        "fi",
+        "da",
+        "cs",
+        "el",
+        "ro",
+        "ru",
+        "tr",
+        "ar",
+        "hi",
+        "id",
+        "tl",
+        "zh",
+        "ja",
+        "ko",
+    ]
+)
 # gpt-realtime-translate outputs speech in these languages only (OpenAI's translation guide).
 OPENAI_TRANSLATE_LANGUAGES = frozenset(
     {"es", "pt", "fr", "ja", "ru", "zh", "de", "ko", "hi", "id", "vi", "it", "en"}
@@ -48,6 +76,12 @@ ENGINES: dict[str, EngineEntry] = {
             "bridge.openai_engine",
             "OpenAI realtime translation (gpt-realtime-translate)",
             OPENAI_TRANSLATE_LANGUAGES,
+        ),
+        EngineEntry(
+            "bland",
+            "bridge.bland_engine",
+            "Bland live translation (REST sessions, twilio_ulaw socket)",
+            BLAND_LANGUAGES,
         ),
         EngineEntry(
             "relay",

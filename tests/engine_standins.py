@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager, contextmanager
 from tests.bridge_process import OPENAI_KEY
 from tests.engine_harness import EngineHarness, StandInSession
 from tests.fakes.audio import ENGINE_RATE_HZ
+from tests.fakes.bland import FakeBland
 from tests.fakes.openai_session import FakeSession
 from tests.fakes.openai_translate import FakeTranslationServer
 
@@ -66,7 +67,50 @@ def openai_translate() -> Iterator[EngineHarness]:
         yield OpenAITranslateHarness(server)
 
 
+BLAND_KEY = "bland-test-key-0123456789"
+
+
+class BlandHarness:
+    """``ENGINE=bland`` against :class:`FakeBland` (sessions are ended cleanly by DELETE)."""
+
+    name = "bland"
+
+    def __init__(self, server: FakeBland) -> None:
+        self.server = server
+
+    def env(self) -> Mapping[str, str]:
+        return {
+            "ENGINE": "bland",
+            "BLAND_API_KEY": BLAND_KEY,
+            "BLAND_BASE_URL": self.server.base_url,
+        }
+
+    def sessions(self) -> list[StandInSession]:
+        return list(self.server.sessions)
+
+    def drop_all(self) -> None:
+        self.server.drop_all()
+
+    @contextmanager
+    def refusing(self) -> Iterator[None]:
+        self.server.api_key = "another-key"
+        try:
+            yield
+        finally:
+            self.server.api_key = BLAND_KEY
+
+
+@contextmanager
+def bland() -> Iterator[EngineHarness]:
+    # The cap is raised: the shared suite runs sessions back to back whose slots free as their
+    # DELETEs land; Bland's own cap of 3 has its own tests (tests/test_bland_engine.py).
+    with FakeBland(api_key=BLAND_KEY, cap=50) as server:
+        yield BlandHarness(server)
+        assert server.violations == [], server.violations
+
+
 # ENGINE name -> a context manager that starts its stand-in and yields the harness.
 HARNESSES: dict[str, Callable[[], AbstractContextManager[EngineHarness]]] = {
     "openai": openai_translate,
+    "bland": bland,
 }

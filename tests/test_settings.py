@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge import engines
 from bridge.settings import ConfigError, Settings
 from tests.bridge_process import run_gunicorn_once
 
@@ -99,5 +100,6 @@ def test_gunicorn_refuses_bad_settings_with_one_line() -> None:
     env = {"PATH": str(Path(sys.executable).parent), "HOME": "/tmp", **BASE, "ENGINE": "nope"}
     proc = run_gunicorn_once(env)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "configuration error: ENGINE: 'nope' is not one of openai, relay"
+    known = ", ".join(engines.ENGINES)  # every registered engine, in registry order
+    assert proc.stderr.strip() == f"configuration error: ENGINE: 'nope' is not one of {known}"
     assert "Traceback" not in proc.stderr + proc.stdout
