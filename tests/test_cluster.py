@@ -8,7 +8,10 @@ the single-process bridge, unchanged.
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +20,8 @@ import pytest
 import redis
 
 from bridge.prompts import prompt
+from bridge.settings import ConfigError, Settings
+from tests.bridge_process import ROOT
 from tests.call_helpers import (
     BRIDGE_NUMBER,
     CALLER_NUMBER,
@@ -168,6 +173,30 @@ def test_an_instance_lost_mid_call(pair: Cluster) -> None:
     pair.wait_idle()
 
 
+def test_an_instance_lost_with_the_callbacks_it_was_sent(
+    tmp_path: Path, redis_for_tests: str, openai_fake: FakeTranslationServer
+) -> None:
+    """The dead instance was also the one Twilio's callbacks went to: nobody hears that the
+    agent's leg ended; the caller's instance sees its peer's heartbeat stop instead."""
+    with cluster_stack(tmp_path, 2, redis_for_tests, openai_fake) as cluster:
+        cluster.route({"voice": 0, "stream:caller": 0, "stream:agent": 1, "status": 1, "amd": 1})
+        twilio = cluster.twilio
+        twilio.default_dial = DialBehaviour(audio=tone_ulaw(30))
+        caller = twilio.place_call(tone_ulaw(30), from_=CALLER_NUMBER, to=BRIDGE_NUMBER)
+        agent = agent_of(twilio, caller)
+        wait_streaming(twilio, caller, agent)
+        assert started_on(cluster, agent) == 1
+        time.sleep(1.0)
+        killed_at = time.monotonic()
+        kill_instance(cluster.bridges[1])
+
+        assert caller.wait_ended(15), "the surviving leg was not ended"
+        assert caller.said[-1] == prompt("instance_lost", "es").text
+        assert time.monotonic() - killed_at < 12
+        assert cluster.record(caller.sid).summary.end_reason == "instance_lost"
+        cluster.wait_idle()
+
+
 def test_a_rolling_restart_loses_no_call_that_fits_in_the_grace_period(
     tmp_path: Path, redis_for_tests: str, openai_fake: FakeTranslationServer
 ) -> None:
@@ -208,3 +237,56 @@ def test_several_workers_on_one_host(
         log = cluster.bridges[0].log
         assert cluster.twilio.wait_for(lambda: log().count("cluster: instance") == 2, 10), log()
         interpreted_call(cluster, {"voice": 0, "stream:caller": 0, "stream:agent": 0})
+
+
+def test_redis_url_is_checked_and_never_shown() -> None:
+    base = {
+        "PUBLIC_BASE_URL": "https://bridge.example.com",
+        "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+        "TWILIO_AUTH_TOKEN": "token",
+        "AGENT_NUMBER": "+15551230000",
+        "ENGINE": "relay",
+    }
+    assert Settings.from_env(base, env_file=None).redis_url is None
+    url = "redis://:s3cret@redis.internal:6379/0"
+    s = Settings.from_env({**base, "REDIS_URL": url}, env_file=None)
+    assert s.redis_url == url and "s3cret" not in repr(s)
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**base, "REDIS_URL": "http://:s3cret@x"}, env_file=None)
+    assert str(info.value).startswith("REDIS_URL: ") and "s3cret" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "workers", "warning"),
+    [
+        ({}, 1, False),
+        ({"BRIDGE_WORKERS": "3"}, 1, True),  # no REDIS_URL: legs must meet in one process
+        ({"BRIDGE_WORKERS": "3", "REDIS_URL": "redis://127.0.0.1:1/0"}, 3, False),
+        ({"WEB_CONCURRENCY": "2", "REDIS_URL": "redis://127.0.0.1:1/0"}, 2, False),
+    ],
+)
+def test_gunicorn_runs_several_workers_only_with_redis(
+    env: dict[str, str], workers: int, warning: bool
+) -> None:
+    full = {
+        "PATH": os.environ.get("PATH", ""),
+        "PUBLIC_BASE_URL": "https://bridge.example.com",
+        "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+        "TWILIO_AUTH_TOKEN": "token",
+        "AGENT_NUMBER": "+15551230000",
+        "ENGINE": "relay",
+        "DATABASE_URL": "postgresql://u:p@127.0.0.1:1/db",
+        **env,
+    }
+    code = "import runpy; print(runpy.run_path('config/gunicorn.conf.py')['workers'])"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=full,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert int(done.stdout.split()[-1]) == workers
+    assert ("ignored, running 1 worker" in done.stderr) == warning
