@@ -35,6 +35,7 @@ from typing import TypeVar
 import redis
 
 from bridge.call import DIRECTION_OF_SPEAKER, LISTENER_OF, Call, EndReason
+from bridge.cluster_upkeep import ClusterUpkeep
 from bridge.control import (
     _AGENT_FAILURE,
     AGENT_SID_WAIT_S,
@@ -49,14 +50,11 @@ from bridge.events import AgentAnswered, CallEnded, EventHub
 from bridge.leg import LegConfig, Role
 from bridge.metrics import Metrics
 from bridge.prompts import PromptName
-from bridge.redis_fabric import ClusterLeg, LegReader, LegSender, audio_key
+from bridge.redis_fabric import ClusterLeg, LegReader, LegSender
 from bridge.registry import (
-    HEARTBEAT_S,
     INSTANCE_TTL_S,
     CallRegistry,
     SharedCall,
-    inbox_key,
-    read_stream,
 )
 from bridge.settings import Settings
 from bridge.twilio_media import Start
@@ -68,7 +66,6 @@ POLL_S = 0.05
 # How long an instance that is not ending a call waits for the claimer's "ended" before it
 # closes its legs anyway (the claimer may have died mid-teardown).
 RELEASE_WAIT_S = 15.0
-INBOX_BLOCK_MS = 500
 T = TypeVar("T")
 
 
@@ -96,11 +93,7 @@ class ClusterCallControl(CallControl):
         self._sender = LegSender(client, metrics)
         self._readers: dict[tuple[str, Role], LegReader] = {}
         self._ended_signals: dict[str, threading.Event] = {}
-        self._stopping = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._beat, name="cluster-heartbeat", daemon=True),
-            threading.Thread(target=self._read_inbox, name="cluster-inbox", daemon=True),
-        ]
+        self._upkeep = ClusterUpkeep(self, client)
 
     @property
     def instance(self) -> str:
@@ -110,8 +103,7 @@ class ClusterCallControl(CallControl):
         """Announce this instance and start its heartbeat and inbox. Raises if Redis is
         unreachable: an instance that cannot share state must not take calls."""
         self.registry.refresh([])
-        for thread in self._threads:
-            thread.start()
+        self._upkeep.start()
         log.info("cluster: instance %s joined", self.instance)
 
     # -- admission and dialling (the home instance) ------------------------------------------
@@ -228,16 +220,12 @@ class ClusterCallControl(CallControl):
                 if self.registry.ended(call.sid):
                     return
                 if not self.registry.alive(owner):
-                    self._lost(call, role, owner)
+                    self.lost(call, f"the instance holding the {role} leg ({owner}) stopped")
                     return
                 time.sleep(0.2)
             self.end(call, reason)
 
         self._spawn(decide, f"call-leg-gone:{call.sid[-6:]}")
-
-    def _lost(self, call: Call, role: Role, owner: str) -> None:
-        detail = f"the instance holding the {role} leg ({owner}) stopped"
-        self.end(call, "instance_lost", notice="instance_lost", notify_agent=True, detail=detail)
 
     # -- Media Streams (the instance that holds the socket) ---------------------------------
 
@@ -464,74 +452,18 @@ class ClusterCallControl(CallControl):
                 "ended (%s) after %.1f s", call.end_reason, time.monotonic() - call.started_at
             )
 
-    # -- heartbeat, watcher and inbox -------------------------------------------------------
+    # -- what the upkeep (bridge/cluster_upkeep.py) calls -----------------------------------
 
-    def _beat(self) -> None:
-        warned = False
-        while not self._stopping.wait(HEARTBEAT_S):
-            calls = self.active_calls()
-            try:
-                keys = [audio_key(c.sid, r) for c in calls for r in ("caller", "agent")]
-                self.registry.refresh([(c.sid, c.agent_sid) for c in calls], keys)
-                for call in calls:
-                    self._check_peers(call)
-                warned = False
-            except redis.RedisError as exc:
-                if not warned:
-                    log.error("cluster: Redis unreachable (%s); calls go on, unwatched", exc)
-                    warned = True
-            except Exception:  # thread boundary: the heartbeat must outlive one bad call
-                log.exception("cluster heartbeat failed")
+    def let_go(self, call: Call) -> None:
+        # The claimer's record says why it ended; this replica's reason is never published.
+        if call.mark_ended("caller_hung_up"):
+            self._spawn(lambda: self._release(call), f"call-release:{call.sid[-6:]}")
 
-    def _check_peers(self, call: Call) -> None:
-        """A peer holding the other leg of a call held here stopped beating: it is gone."""
-        if call.ended.is_set():
-            return
-        shared = self.registry.load(call.sid)
-        if shared is None or self.registry.ended(call.sid):
-            # Ended elsewhere and its message never reached us: let go of our parts.
-            if call.mark_ended("caller_hung_up"):  # never published: the claimer's record says
-                self._ended_signal(call.sid).set()
-                self._spawn(lambda: self._release(call), f"call-release:{call.sid[-6:]}")
-            return
-        roles: tuple[Role, ...] = ("caller", "agent")
-        for role in roles:
-            owner = shared.owner(role)
-            if owner is not None and not self.registry.alive(owner):
-                self._lost(call, role, owner)
-                return
-        if shared.agent_sid is None and not self.registry.alive(shared.home):
-            # The home died while dialling: nobody will ever learn the agent's CallSid.
-            detail = f"the instance dialling the agent ({shared.home}) stopped"
-            self.end(call, "instance_lost", notice="instance_lost", detail=detail)
+    def ended_elsewhere(self, sid: str) -> None:
+        self._ended_signal(sid).set()
 
-    def _read_inbox(self) -> None:
-        key = inbox_key(self.instance)
-        last = b"0"
-        while not self._stopping.is_set():
-            try:
-                got = read_stream(self._client, key, last, 100, INBOX_BLOCK_MS)
-            except redis.RedisError:
-                self._stopping.wait(0.5)
-                continue
-            for entry_id, fields in got:
-                last = entry_id
-                try:
-                    self._on_message(fields)
-                except Exception:  # thread boundary: one bad message, not the inbox
-                    log.exception("cluster: inbox message failed")
-
-    def _on_message(self, fields: dict[bytes, bytes]) -> None:
-        op = fields.get(b"op", b"").decode()
-        sid = fields.get(b"sid", b"").decode()
-        call = self.find(sid)
-        if op == "ended":
-            self._ended_signal(sid).set()
-        if call is None:
-            return
-        if op in ("ending", "ended") and call.mark_ended("caller_hung_up"):
-            # The claimer's record says why; this replica's reason is never published.
-            self._spawn(lambda: self._release(call), f"call-release:{sid[-6:]}")
+    def lost(self, call: Call, detail: str) -> None:
+        self.end(call, "instance_lost", notice="instance_lost", notify_agent=True, detail=detail)
 
     def _ended_signal(self, sid: str) -> threading.Event:
         with self._lock:
@@ -541,7 +473,7 @@ class ClusterCallControl(CallControl):
 
     def finish_shutdown(self, timeout: float) -> None:
         super().finish_shutdown(timeout)
-        self._stopping.set()
+        self._upkeep.stop()
         self._quietly_redis(self.registry.leave)
 
     # -- helpers ----------------------------------------------------------------------------
