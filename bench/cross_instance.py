@@ -1,7 +1,7 @@
 """What the cross-instance path costs: one process against two instances, in one run.
 
-    .venv/bin/python bench/cross_instance.py [--calls 4] [--seconds 10]
-    .venv/bin/python bench/cross_instance.py --only cross --calls 40   # load on two instances
+    .venv/bin/python bench/cross_instance.py [--calls 4] [--seconds 10] [--rounds 3]
+    .venv/bin/python bench/cross_instance.py --only cross --calls 8   # load on two instances
 
 Real bridges under gunicorn (the Procfile's command) against the loopback Twilio and OpenAI
 stand-ins (tests/fakes), one redis-server (``TEST_REDIS_URL`` or a throwaway one). Each setup
@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,6 +90,15 @@ def delta_latencies(
     return first, last
 
 
+def merge(into: Result, more: Result) -> None:
+    into.first += more.first
+    into.last += more.last
+    into.frames_heard += more.frames_heard
+    into.frames_expected += more.frames_expected
+    into.cpu_s += more.cpu_s
+    into.call_s += more.call_s
+
+
 def cpu_seconds(bridge: BridgeProcess) -> float:
     """utime + stime of the bridge's worker (clock ticks of /proc/PID/stat)."""
     fields = Path(f"/proc/{bridge.worker_pid()}/stat").read_text().rsplit(")", 1)[1].split()
@@ -139,6 +148,11 @@ def run_calls(
     for caller, agent, *_ in placed:
         agent.wait_ended(15)
         caller.wait_ended(15)
+    return result
+
+
+def add_hops(result: Result, bridges: list[BridgeProcess]) -> None:
+    """The bridges' own measure of the hop (cumulative since they started)."""
     for bridge in bridges:
         result.hop_sum += bridge.metric("bridge_fabric_hop_seconds_sum")
         result.hop_count += bridge.metric("bridge_fabric_hop_seconds_count")
@@ -149,7 +163,6 @@ def run_calls(
                 result.hop_buckets[bound] = result.hop_buckets.get(bound, 0) + float(
                     line.split()[-1]
                 )
-    return result
 
 
 def bucket_quantile(buckets: dict[float, float], q: float) -> str:
@@ -190,6 +203,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured window")
     parser.add_argument("--only", choices=["single", "together", "cross"], default=None)
     parser.add_argument("--log-dir", type=Path, default=None, help="keep the bridges' logs")
+    parser.add_argument("--rounds", type=int, default=1, help="measure each setup this often")
     args = parser.parse_args()
     wanted = {
         None: list(SETUPS),
@@ -200,7 +214,8 @@ def main() -> None:
     load = Path("/proc/loadavg").read_text().split()[0]
     print(
         f"{args.calls} concurrent calls per setup, both parties talking, {args.seconds:g} s "
-        f"measured; load average {load} on {os.cpu_count()} CPUs at the start\n"
+        f"measured, {args.rounds} round(s) taking turns; load average {load} on "
+        f"{os.cpu_count()} CPUs at the start\n"
     )
     print(
         "| setup | deltas | first frame p50 | p99 | last frame p50 | p99 "
@@ -214,9 +229,21 @@ def main() -> None:
     ):
         logs = Path(tmp) if args.log_dir is None else args.log_dir
         logs.mkdir(parents=True, exist_ok=True)
-        for name in wanted:
-            with setup(name, SETUPS[name], logs, redis, openai) as (twilio, bridges):
-                r = run_calls(twilio, openai, bridges, args.calls, args.seconds)
+        # Every setup up at once, measured in turn, round after round: drift in the machine's
+        # other load then spreads over all of them instead of favouring the one run first.
+        with ExitStack() as stacks:
+            running = {
+                name: stacks.enter_context(setup(name, SETUPS[name], logs, redis, openai))
+                for name in wanted
+            }
+            results = {name: Result([], [], 0, 0, 0.0, 0.0, 0.0, 0.0) for name in wanted}
+            for _ in range(args.rounds):
+                for name, (twilio, bridges) in running.items():
+                    more = run_calls(twilio, openai, bridges, args.calls, args.seconds)
+                    merge(results[name], more)
+            for name, (_twilio, bridges) in running.items():
+                add_hops(results[name], bridges)
+        for name, r in results.items():
             hop = "-"
             if r.hop_count:
                 hop = (
