@@ -1,10 +1,11 @@
-# The two set-up commands of the README: `make run` (the bridge) and `make test` (the suite).
-# Each creates .venv and installs what it needs on a fresh machine; both are idempotent.
+# The README's set-up commands: `make demo` (a simulated call through a local bridge, offline),
+# `make test` (the suite) and `make run` (the bridge for real). Each creates .venv and
+# installs what it needs on a fresh machine; all are idempotent.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: demo run test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +18,11 @@ $(BIN)/.installed: requirements.txt | $(BIN)/python
 $(BIN)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
+
+# Starts the bridge (Procfile web line, relay engine unless OPENAI_API_KEY is set) on a free
+# port, places one simulated call with demo/audio, stops it; prints the output folder.
+demo: $(BIN)/.installed
+	$(BIN)/python -m bridge.sim.demo
 
 # Runs the Procfile's web line with the venv on PATH; settings come from the environment
 # or a .env file (see the README's settings table).

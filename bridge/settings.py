@@ -118,11 +118,48 @@ class Settings:
 
         Real environment variables win over the file, so a deployment can override it.
         """
-        env: dict[str, str] = {}
-        if env_file is not None and Path(env_file).is_file():
-            env.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-        env.update(os.environ if environ is None else environ)
-        return _parse(env)
+        return _parse(read_environment(environ, env_file))
+
+
+def read_environment(
+    environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
+) -> dict[str, str]:
+    """``environ`` (default ``os.environ``) over an optional .env file: real variables win."""
+    env: dict[str, str] = {}
+    if env_file is not None and Path(env_file).is_file():
+        env.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    env.update(os.environ if environ is None else environ)
+    return env
+
+
+@dataclass(frozen=True, slots=True)
+class TwilioAccess:
+    """What a tool needs to act as (or on) this deployment's Twilio account: the bridge's
+    public origin, the account's credentials, and where its REST requests go."""
+
+    public_base_url: str
+    account_sid: str
+    auth_token: str
+    api_base_url: str
+
+
+def twilio_access(env: Mapping[str, str]) -> TwilioAccess:
+    """The four Twilio settings, checked exactly as the bridge checks them at start-up."""
+    public = _base_url(
+        "PUBLIC_BASE_URL",
+        _required(env, "PUBLIC_BASE_URL", "the https origin Twilio reaches, e.g. https://x.io"),
+        origin_only=True,
+    )
+    sid = _required(env, "TWILIO_ACCOUNT_SID", "your Twilio account SID, AC...")
+    if not _ACCOUNT_SID.match(sid):
+        raise ConfigError("TWILIO_ACCOUNT_SID: must be AC followed by 32 hex digits")
+    token = _required(env, "TWILIO_AUTH_TOKEN", "the auth token that signs Twilio's requests")
+    api = _base_url(
+        "TWILIO_API_BASE_URL",
+        _get(env, "TWILIO_API_BASE_URL") or "https://api.twilio.com",
+        origin_only=True,
+    )
+    return TwilioAccess(public, sid, token, api)
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:
@@ -204,15 +241,8 @@ def _allowed_callers(env: Mapping[str, str]) -> frozenset[str]:
 
 
 def _parse(env: Mapping[str, str]) -> Settings:
-    public = _base_url(
-        "PUBLIC_BASE_URL",
-        _required(env, "PUBLIC_BASE_URL", "the https origin Twilio reaches, e.g. https://x.io"),
-        origin_only=True,
-    )
-    sid = _required(env, "TWILIO_ACCOUNT_SID", "your Twilio account SID, AC...")
-    if not _ACCOUNT_SID.match(sid):
-        raise ConfigError("TWILIO_ACCOUNT_SID: must be AC followed by 32 hex digits")
-    token = _required(env, "TWILIO_AUTH_TOKEN", "the auth token that signs Twilio's requests")
+    access = twilio_access(env)
+    public, sid, token = access.public_base_url, access.account_sid, access.auth_token
     agent = _required(env, "AGENT_NUMBER", "the E.164 number of the agent to dial, e.g. +1...")
     if not _DIALABLE.match(agent):
         raise ConfigError(f"AGENT_NUMBER: {agent!r} is not an E.164 number (+15551234567)")
@@ -249,11 +279,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         twilio_auth_token=token,
         agent_number=agent,
         port=_int(env, "PORT", 8000, 1, 65535),
-        twilio_api_base_url=_base_url(
-            "TWILIO_API_BASE_URL",
-            _get(env, "TWILIO_API_BASE_URL") or "https://api.twilio.com",
-            origin_only=True,
-        ),
+        twilio_api_base_url=access.api_base_url,
         caller_language=languages["CALLER_LANGUAGE"],
         agent_language=languages["AGENT_LANGUAGE"],
         engine=engine,

@@ -44,6 +44,14 @@ class _BaseUrlHttpClient(TwilioHttpClient):
         return super().request(method, url, *args, **kwargs)
 
 
+def rest_client(account_sid: str, auth_token: str, base_url: str) -> Client:
+    """The twilio SDK's client, sending to ``base_url`` instead of ``https://api.twilio.com``."""
+    http = _BaseUrlHttpClient(base_url, REST_TIMEOUT_S)
+    # The SDK's own request log prints URLs and form bodies at INFO; keep it quiet.
+    logging.getLogger("bridge.twilio_http").setLevel(logging.WARNING)
+    return Client(account_sid, auth_token, http_client=http)
+
+
 @dataclass(frozen=True, slots=True)
 class DialRequest:
     to: str
@@ -59,11 +67,10 @@ class TwilioRest:
     """The handful of REST operations a call needs, with errors turned into ours."""
 
     def __init__(self, settings: Settings) -> None:
-        http = _BaseUrlHttpClient(settings.twilio_api_base_url, REST_TIMEOUT_S)
-        # The SDK's own request log prints URLs and form bodies at INFO; keep it quiet.
-        logging.getLogger("bridge.twilio_http").setLevel(logging.WARNING)
-        self._client = Client(
-            settings.twilio_account_sid, settings.twilio_auth_token, http_client=http
+        self._client = rest_client(
+            settings.twilio_account_sid,
+            settings.twilio_auth_token,
+            settings.twilio_api_base_url,
         )
 
     def dial(self, req: DialRequest) -> str:
@@ -80,7 +87,7 @@ class TwilioRest:
                 **_machine_detection(req.amd_callback),
             )
         except (TwilioException, OSError) as exc:
-            raise TwilioRestError(f"dialling {req.to} failed: {_describe(exc)}") from exc
+            raise TwilioRestError(f"dialling {req.to} failed: {describe(exc)}") from exc
         if not call.sid:
             raise TwilioRestError(f"dialling {req.to}: Twilio returned no CallSid")
         return str(call.sid)
@@ -104,11 +111,11 @@ class TwilioRest:
             self._client.calls(call_sid).update(**fields)
         except TwilioRestException as exc:
             if exc.status == 404 or exc.code in ALREADY_ENDED_CODES:
-                log.info("call %s had already ended (%s)", call_sid, _describe(exc))
+                log.info("call %s had already ended (%s)", call_sid, describe(exc))
                 return False
-            raise TwilioRestError(f"updating {call_sid} failed: {_describe(exc)}") from exc
+            raise TwilioRestError(f"updating {call_sid} failed: {describe(exc)}") from exc
         except (TwilioException, OSError) as exc:
-            raise TwilioRestError(f"updating {call_sid} failed: {_describe(exc)}") from exc
+            raise TwilioRestError(f"updating {call_sid} failed: {describe(exc)}") from exc
         return True
 
 
@@ -126,7 +133,7 @@ def _machine_detection(callback: str | None) -> dict[str, str]:
     }
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
     if isinstance(exc, TwilioRestException):
         return f"HTTP {exc.status} code {exc.code}: {exc.msg}"
     return f"{type(exc).__name__}: {exc}"

@@ -23,6 +23,9 @@ from bridge.twiml import say_and_hang_up
 
 log = logging.getLogger(__name__)
 VOICE_PATH = "/twilio/voice"
+# The number's "Primary handler fails" URL (see bridge/number.py): Twilio requests it when the
+# voice webhook answers 5xx, times out or returns bad TwiML.
+FALLBACK_PATH = "/twilio/fallback"
 TWIML_TYPE = "text/xml; charset=utf-8"
 # A Twilio webhook form is well under this; anything larger is refused before parsing.
 MAX_FORM_BYTES = 64 * 1024
@@ -133,6 +136,21 @@ def language() -> Response:
         return _twiml(say_and_hang_up(control.prompts.prompt("shutdown", choice)))
 
 
+@bp.post(FALLBACK_PATH)
+def fallback() -> Response:
+    """Apologise in the lead language and hang up, instead of Twilio's own "an application
+    error has occurred". Twilio says why in ``ErrorCode``/``ErrorUrl``; nobody is dialled.
+    Only helps while this host still answers (a draining or failing instance); a host that is
+    down needs a fallback URL on another one."""
+    log.warning(
+        "fallback: Twilio could not use %s (error %s); caller told to call again",
+        request.form.get("ErrorUrl", "the voice URL"),
+        request.form.get("ErrorCode", "unknown"),
+    )
+    notice = _control().prompts.prompt("interpreter_unavailable", _settings().lead_language)
+    return _twiml(say_and_hang_up(notice))
+
+
 @bp.post(STATUS_PATH)
 def status() -> Response:
     """Call-progress events; unknown calls get a 2xx so Twilio does not retry them."""
@@ -158,7 +176,7 @@ def unexpected(exc: Exception) -> Response | HTTPException:
     if isinstance(exc, HTTPException):
         return exc  # 4xx and friends keep their own answer
     log.exception("unhandled error in %s %s", request.method, request.path)
-    if request.path in (VOICE_PATH, LANGUAGE_PATH):
+    if request.path in (VOICE_PATH, LANGUAGE_PATH, FALLBACK_PATH):
         notice = _control().prompts.prompt("interpreter_unavailable", _settings().lead_language)
         return _twiml(say_and_hang_up(notice))
     if request.path in (STATUS_PATH, AMD_PATH):

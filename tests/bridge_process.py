@@ -3,36 +3,31 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 import requests
 
+from bridge.sim.demo import DemoError, free_port, running_bridge
+
 ROOT = Path(__file__).resolve().parents[1]
 ACCOUNT_SID = "AC" + "5" * 32
 AUTH_TOKEN = "test-auth-token-7f3a"
 OPENAI_KEY = "sk-test-key-91c2"
 AGENT_NUMBER = "+15557654321"
-START_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def procfile_web_command() -> str:
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.startswith("web:"):
-            return line.removeprefix("web:").strip()
-    raise AssertionError("Procfile has no web: line")
+__all__ = [
+    "ACCOUNT_SID",
+    "AGENT_NUMBER",
+    "AUTH_TOKEN",
+    "OPENAI_KEY",
+    "BridgeProcess",
+    "free_port",
+    "run_bridge",
+    "run_gunicorn_once",
+]
 
 
 def run_gunicorn_once(
@@ -117,34 +112,8 @@ def run_bridge(port: int, env: Mapping[str, str], log_dir: Path) -> Iterator[Bri
     # Each bridge gets its own call store in its log folder, never the checkout's data/.
     full_env.setdefault("DATABASE_URL", f"sqlite:///{log_dir / f'calls-{port}.sqlite3'}")
     log_path = log_dir / f"bridge-{port}.log"
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            ["sh", "-c", f"exec {procfile_web_command()}"],
-            cwd=ROOT,
-            env=full_env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    bridge = BridgeProcess(proc, port, log_path)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"bridge exited at start:\n{bridge.log()}")
-            try:
-                if requests.get(f"{bridge.url}/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"bridge did not become healthy:\n{bridge.log()}")
-            time.sleep(0.1)
-        yield bridge
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=25)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        with running_bridge(full_env, log_path) as proc:
+            yield BridgeProcess(proc, port, log_path)
+    except DemoError as exc:
+        raise AssertionError(f"{exc}:\n{log_path.read_text(errors='replace')}") from exc

@@ -30,6 +30,7 @@ import requests
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from bridge.sim.media import new_sid, sign
 from tests.bridge_process import (
     ACCOUNT_SID,
     AGENT_NUMBER,
@@ -40,7 +41,6 @@ from tests.bridge_process import (
 )
 from tests.fakes.audio import ulaw_silence
 from tests.fakes.twilio import FakeCall, FakeTwilio
-from tests.fakes.twilio_media import new_sid, sign
 
 pytestmark = pytest.mark.slow
 CALLER_NUMBER = "+34911222333"

@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from bridge.prompts import prompt
+from bridge.sim.media import sign
 from tests.bridge_process import (
     ACCOUNT_SID,
     AGENT_NUMBER,
@@ -50,7 +51,6 @@ from tests.fakes.audio import (
 )
 from tests.fakes.openai_translate import FakeSession, tone_for
 from tests.fakes.twilio import DialBehaviour, FakeCall
-from tests.fakes.twilio_media import sign
 
 pytestmark = pytest.mark.slow
 

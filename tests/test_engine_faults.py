@@ -14,6 +14,7 @@ import time
 import pytest
 
 from bridge.prompts import prompt
+from bridge.sim.rest import RestError
 from tests.bridge_process import free_port
 from tests.call_helpers import (
     BRIDGE_NUMBER,
@@ -34,7 +35,6 @@ from tests.fakes.audio import pcm16_to_bytes, sine, ulaw_silence
 from tests.fakes.openai_events import output_audio_delta
 from tests.fakes.openai_translate import FakeSession, FakeTranslationServer, tone_for
 from tests.fakes.twilio import DialBehaviour, FakeCall
-from tests.fakes.twilio_rest import RestError
 
 pytestmark = pytest.mark.slow
 

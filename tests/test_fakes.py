@@ -30,6 +30,8 @@ from websockets.sync.client import ClientConnection, connect
 from websockets.sync.connection import Connection
 from websockets.sync.server import ServerConnection, serve
 
+from bridge.sim.playout import PlayoutBuffer
+from bridge.sim.twiml import Connect, Say, parse_twiml
 from tests.fakes.audio import (
     AGENT_EN_24K_PCM16,
     CALLER_ES_8K_MULAW,
@@ -51,9 +53,7 @@ from tests.fakes.openai_translate import (
     TranslationScript,
     tone_for,
 )
-from tests.fakes.playout import PlayoutBuffer
 from tests.fakes.twilio import DialBehaviour, FakeTwilio
-from tests.fakes.twiml import Connect, Say, parse_twiml
 
 ACCOUNT_SID = "AC" + "0" * 32
 AUTH_TOKEN = "test-auth-token"

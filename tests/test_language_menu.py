@@ -16,6 +16,8 @@ import pytest
 from bridge.language_menu import LanguageMenu, normalise
 from bridge.prompts import load_prompts, prompt
 from bridge.settings import ConfigError, Settings
+from bridge.sim.answers import gather_params
+from bridge.sim.twiml import Gather, Redirect, Say, parse_twiml
 from bridge.twilio_rest import DialRequest, TwilioRest
 from tests.bridge_process import ACCOUNT_SID, AGENT_NUMBER, AUTH_TOKEN, OPENAI_KEY, free_port
 from tests.call_helpers import (
@@ -32,8 +34,6 @@ from tests.call_helpers import (
 from tests.fakes.audio import ulaw_silence
 from tests.fakes.openai_translate import FakeTranslationServer
 from tests.fakes.twilio import DialBehaviour, FakeCall, FakeTwilio, GatherAnswer
-from tests.fakes.twilio_input import gather_params
-from tests.fakes.twiml import Gather, Redirect, Say, parse_twiml
 
 STRANGER = "+34600000000"
 MENU = ("es", "en", "fr")  # keys 2, 1, 3 in config/languages.json

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -18,6 +17,7 @@ from bridge.engine import SessionSpec, TextKind
 from bridge.metrics import Metrics
 from bridge.openai_engine import OpenAIEngine
 from bridge.settings import Settings
+from bridge.sim.wav import DEMO_AUDIO
 from tests.fakes.audio import load_wav
 
 pytestmark = [
@@ -27,7 +27,7 @@ pytestmark = [
         reason="live test: set OPENAI_API_KEY and BRIDGE_LIVE_TESTS=1",
     ),
 ]
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = DEMO_AUDIO
 
 
 class Collector:

@@ -1,16 +1,18 @@
 """Audio helpers for the stand-ins: WAV fixtures, a G.711 μ-law codec and simple analysis.
 
-Deliberately independent of ``bridge.audio`` so that the fakes check the bridge rather than
-share its bugs. numpy only; nothing here touches a socket.
+The codec is deliberately independent of ``bridge.audio`` so that the tests check the bridge
+rather than share its bugs (the WAV reader is the simulator's: it only walks RIFF chunks).
+numpy only; nothing here touches a socket.
 """
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
+
+from bridge.sim.wav import DEMO_AUDIO, read_wav
 
 TWILIO_RATE_HZ = 8000
 ENGINE_RATE_HZ = 24000
@@ -18,12 +20,10 @@ FRAME_MS = 20
 TWILIO_FRAME_BYTES = TWILIO_RATE_HZ * FRAME_MS // 1000  # 160 μ-law bytes = 20 ms
 ULAW_SILENCE_BYTE = 0xFF
 
-WAVE_FORMAT_PCM = 1
-WAVE_FORMAT_MULAW = 7
 
-# Copies of the shared speech fixtures live in tests/fixtures (see its README) so the suite needs
-# nothing outside the repository. The 24 kHz ones are small enough too.
-SHARED_AUDIO = Path(__file__).resolve().parents[1] / "fixtures"
+# The speech fixtures live once in the repository, in demo/audio (see its README): the demo
+# (`make demo`) calls with them, and the suite needs nothing outside the repository.
+SHARED_AUDIO = DEMO_AUDIO
 CALLER_ES_8K_MULAW = SHARED_AUDIO / "caller_es_8k_mulaw.wav"
 AGENT_EN_8K_MULAW = SHARED_AUDIO / "agent_en_8k_mulaw.wav"
 CALLER_ES_24K_PCM16 = SHARED_AUDIO / "caller_es_24k_pcm16.wav"
@@ -35,34 +35,11 @@ _ULAW_BIAS = 0x84
 _ULAW_CLIP_14 = 8159
 
 
-class WavError(ValueError):
-    """A file is not a RIFF/WAVE file this helper understands."""
-
-
 def load_wav(path: Path | str) -> tuple[int, int, bytes]:
-    """Read a WAV file's ``(sample_rate_hz, format_tag, data_bytes)``.
-
-    Handles PCM (format 1) and G.711 μ-law (format 7), which the stdlib ``wave`` module rejects,
-    by walking the RIFF chunks until ``fmt `` and ``data`` are found.
-    """
-    blob = Path(path).read_bytes()
-    if len(blob) < 12 or blob[:4] != b"RIFF" or blob[8:12] != b"WAVE":
-        raise WavError(f"{path}: not a RIFF/WAVE file")
-    offset = 12
-    rate: int | None = None
-    fmt: int | None = None
-    while offset + 8 <= len(blob):
-        chunk_id = blob[offset : offset + 4]
-        (size,) = struct.unpack_from("<I", blob, offset + 4)
-        body = blob[offset + 8 : offset + 8 + size]
-        if chunk_id == b"fmt ":
-            fmt, _channels, rate = struct.unpack_from("<HHI", body, 0)
-        elif chunk_id == b"data":
-            if rate is None or fmt is None:
-                raise WavError(f"{path}: data chunk before fmt chunk")
-            return rate, fmt, body
-        offset += 8 + size + (size & 1)  # RIFF chunks are padded to an even length
-    raise WavError(f"{path}: no data chunk")
+    """Read a WAV file's ``(sample_rate_hz, format_tag, data_bytes)`` (PCM or G.711 μ-law, which
+    the stdlib ``wave`` module rejects), with the call simulator's RIFF reader."""
+    wav = read_wav(path)
+    return wav.rate_hz, wav.format_tag, wav.data
 
 
 def _build_decode_table() -> Int16Array:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tests.fakes import twiml as tw
+from bridge.sim import twiml as tw
 
 # MachineDetection=Enable reports as soon as it knows: human, machine_start, fax or unknown.
 # DetectMessageEnd waits for the greeting to end, and reports machine_end_* instead.

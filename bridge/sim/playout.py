@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from tests.fakes.audio import TWILIO_RATE_HZ, ULAW_SILENCE_BYTE
+from bridge.audio import TWILIO_RATE_HZ, ULAW_SILENCE
 
 
 @dataclass(slots=True)
@@ -86,7 +86,7 @@ class PlayoutBuffer:
 
     def window(self, start: float, n_bytes: int) -> bytes:
         """The ``n_bytes`` playing from ``start`` on (silence where nothing plays)."""
-        out = bytearray([ULAW_SILENCE_BYTE]) * n_bytes
+        out = bytearray([ULAW_SILENCE]) * n_bytes
         stop = start + n_bytes / TWILIO_RATE_HZ
         for chunk in reversed(self._chunks):  # sorted and disjoint: stop at the first past one
             if chunk.start >= stop:

@@ -2,7 +2,7 @@
 
 ``RestServer`` is a ``ThreadingHTTPServer`` on 127.0.0.1 (non-daemon request threads, joined on
 close). It authenticates, parses forms, records every request, and hands calls to a
-:class:`CallApi` (the ``FakeTwilio``); JSON shapes follow Twilio's call resource and error body.
+:class:`CallApi` (the ``TwilioSim``); JSON shapes follow Twilio's call resource and error body.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,8 +23,11 @@ from urllib.parse import parse_qs
 logger = logging.getLogger(__name__)
 
 API_VERSION = "2010-04-01"
-_CALLS = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)/Calls\.json$")
-_CALL = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)/Calls/(?P<sid>[^/.]+)\.json$")
+# /2010-04-01/Accounts/{AccountSid}/{Resource}.json (list, create) or …/{Resource}/{Sid}.json
+_RESOURCE = re.compile(
+    r"^/2010-04-01/Accounts/(?P<account>[^/]+)/(?P<kind>Calls|IncomingPhoneNumbers)"
+    r"(?:/(?P<sid>[^/.]+))?\.json$"
+)
 
 Form = dict[str, list[str]]
 
@@ -73,6 +77,15 @@ class CallApi(Protocol):
     def fetch_call(self, sid: str) -> dict[str, Any]:
         """Return a call's resource JSON or raise RestError."""
 
+    def list_numbers(self, query: Form) -> dict[str, Any]:
+        """A page of the account's IncomingPhoneNumbers matching ``query``."""
+
+    def fetch_number(self, sid: str) -> dict[str, Any]:
+        """One IncomingPhoneNumber's resource JSON or raise RestError."""
+
+    def update_number(self, sid: str, form: Form) -> dict[str, Any]:
+        """Update an IncomingPhoneNumber; return its resource JSON or raise RestError."""
+
 
 def rfc2822(epoch_s: float | None) -> str | None:
     """Twilio's date format (``Tue, 18 Aug 2020 20:13:13 +0000``)."""
@@ -108,8 +121,8 @@ class _Handler(BaseHTTPRequestHandler):
         return self.headers.get("Authorization", "") == f"Basic {expected}"
 
     def _dispatch(self, method: str) -> None:
-        form = self._form() if method == "POST" else {}
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
+        form = self._form() if method == "POST" else parse_qs(query, keep_blank_values=True)
         try:
             status, body = self._route(method, path, form)
         except RestError as err:
@@ -129,42 +142,51 @@ class _Handler(BaseHTTPRequestHandler):
         api = self.server.api
         if not self._authorised():
             raise RestError(401, 20003, "Authenticate")
-        calls, call = _CALLS.match(path), _CALL.match(path)
-        match = calls or call
+        match = _RESOURCE.match(path)
         if match is None or match["account"] != api.account_sid:
             raise RestError(404, 20404, f"The requested resource {path} was not found")
-        if calls and method == "POST":
-            return 201, api.create_call(form)
-        if call and method == "POST":
-            return 200, api.update_call(call["sid"], form)
-        if call and method == "GET":
-            return 200, api.fetch_call(call["sid"])
-        raise RestError(405, 20004, "Method not allowed")
+        kind, sid = match["kind"], match["sid"]
+        routes: dict[tuple[str, bool, str], Callable[[], tuple[int, dict[str, Any]]]] = {
+            ("Calls", False, "POST"): lambda: (201, api.create_call(form)),
+            ("Calls", True, "POST"): lambda: (200, api.update_call(sid, form)),
+            ("Calls", True, "GET"): lambda: (200, api.fetch_call(sid)),
+            ("IncomingPhoneNumbers", False, "GET"): lambda: (200, api.list_numbers(form)),
+            ("IncomingPhoneNumbers", True, "GET"): lambda: (200, api.fetch_number(sid)),
+            ("IncomingPhoneNumbers", True, "POST"): lambda: (200, api.update_number(sid, form)),
+        }
+        route = routes.get((kind, sid is not None, method))
+        if route is None:
+            raise RestError(405, 20004, "Method not allowed")
+        return route()
 
 
 class RestServer(ThreadingHTTPServer):
-    """The REST API on 127.0.0.1, a free port, served from a background thread."""
+    """The REST API on ``host:port`` (default 127.0.0.1, a free port), served from a background
+    thread. A deployed bridge can only reach it on an address it can route to."""
 
     daemon_threads = False  # request threads are joined by server_close()
     block_on_close = True
 
-    def __init__(self, api: CallApi) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, api: CallApi, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__((host, port), _Handler)
         self.api = api
         self.requests: list[RestRequest] = []
         self._record_lock = threading.Lock()
         self._thread = threading.Thread(
             target=self.serve_forever,
             kwargs={"poll_interval": 0.05},
-            name="fake-twilio-rest",
+            name="sim-twilio-rest",
             daemon=True,
         )
         self._thread.start()
 
     @property
     def base_url(self) -> str:
-        """``http://127.0.0.1:PORT``."""
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        """``http://HOST:PORT`` (127.0.0.1 when listening on every address)."""
+        host = str(self.server_address[0])
+        if host in ("0.0.0.0", ""):  # noqa: S104 (naming the wildcard, not binding to it)
+            host = "127.0.0.1"
+        return f"http://{host}:{self.server_address[1]}"
 
     def record(self, request: RestRequest) -> None:
         """Append to ``requests`` (thread-safe)."""

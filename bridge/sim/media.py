@@ -26,17 +26,21 @@ from twilio.request_validator import RequestValidator  # type: ignore[import-unt
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from tests.fakes.audio import (
+from bridge.audio import (
     TWILIO_FRAME_BYTES,
+    TWILIO_RATE_HZ,
+    ULAW_SILENCE,
+    Pcm16,
     pcm16_to_ulaw,
-    ulaw_silence,
     ulaw_to_pcm16,
 )
-from tests.fakes.playout import PlayoutBuffer
+from bridge.sim.playout import PlayoutBuffer
 
 logger = logging.getLogger(__name__)
 
 FRAME_S = 0.020
+# Twilio's outbound buffer holds about ten minutes; beyond that it drops audio (31931).
+MAX_BUFFERED_S = 600.0
 _POLL_S = 0.1
 _JOIN_TIMEOUT_S = 5.0
 _ALLOWED_KEYS = {
@@ -71,8 +75,9 @@ def echo_mixer(gain: float) -> InboundFilter:
     """An inbound filter that adds what the leg hears, scaled by ``gain``, to its own speech."""
 
     def mix(_index: int, own: bytes, heard: bytes) -> bytes:
-        mixed = ulaw_to_pcm16(own).astype(np.int32) + gain * ulaw_to_pcm16(heard).astype(np.int32)
-        return pcm16_to_ulaw(np.clip(mixed, -32768, 32767).astype(np.int16))
+        own_pcm, heard_pcm = ulaw_to_pcm16(own).samples, ulaw_to_pcm16(heard).samples
+        mixed = own_pcm.astype(np.int32) + gain * heard_pcm.astype(np.int32)
+        return pcm16_to_ulaw(Pcm16(np.clip(mixed, -32768, 32767).astype(np.int16), TWILIO_RATE_HZ))
 
     return mix
 
@@ -124,6 +129,8 @@ class MediaStreamClient:
         self.marks_sent_back: list[tuple[str, float]] = []
         self.clears: list[float] = []
         self.media_sent = 0
+        self._odd_size_seen = False
+        self._overfull_seen = False
         self.closed = threading.Event()
         self.closed_by_server = threading.Event()
         self.playout = PlayoutBuffer()
@@ -157,7 +164,7 @@ class MediaStreamClient:
             return False
         for target, name in ((self._write_loop, "writer"), (self._read_loop, "reader")):
             thread = threading.Thread(
-                target=target, name=f"fake-twilio-{self.label}-{name}", daemon=True
+                target=target, name=f"sim-twilio-{self.label}-{name}", daemon=True
             )
             self._threads.append(thread)
             thread.start()
@@ -185,6 +192,12 @@ class MediaStreamClient:
         with self._lock:
             return self.playout.played(time.monotonic())
 
+    def heard_timeline(self, origin: float, seconds: float) -> bytes:
+        """What the listener heard from monotonic ``origin`` on, ``seconds`` long: μ-law with
+        silence wherever nothing played, so positions in it are real times."""
+        with self._lock:
+            return self.playout.window(origin, round(seconds * TWILIO_RATE_HZ))
+
     def frame_sizes(self) -> list[int]:
         """Byte length of each received ``media`` payload."""
         return [len(frame.data) for frame in list(self.heard_frames)]
@@ -196,7 +209,9 @@ class MediaStreamClient:
 
     def _media(self, index: int, due: float, seq: int) -> dict[str, Any]:
         own = self.audio[index * TWILIO_FRAME_BYTES : (index + 1) * TWILIO_FRAME_BYTES]
-        own += ulaw_silence(TWILIO_FRAME_BYTES - len(own))  # a phone line never goes quiet
+        own += bytes([ULAW_SILENCE]) * (
+            TWILIO_FRAME_BYTES - len(own)
+        )  # a phone line never goes quiet
         if self.inbound_filter is not None:
             with self._lock:
                 heard = self.playout.window(due - FRAME_S - self.echo_delay_s, TWILIO_FRAME_BYTES)
@@ -371,7 +386,20 @@ class MediaStreamClient:
         except (binascii.Error, ValueError):
             self._violation("31951: media payload is not base64")
             return
+        if not data:
+            self._violation("31951: media with an empty payload")
+            return
+        if data[:4] == b"RIFF":
+            self._violation("media payload starts with a WAV header (raw μ-law only)")
+        elif len(data) % TWILIO_FRAME_BYTES and not self._odd_size_seen:
+            # Twilio plays any size, but irregular chunks are reported to sound choppy; once.
+            self._odd_size_seen = True
+            self._violation(f"media payload of {len(data)} bytes: not whole 20 ms frames")
         self.heard_frames.append(HeardFrame(now, data))
         with self._wakeup:
             self.playout.enqueue(data, now)
+            overfull = self.playout.unplayed_s(now) > MAX_BUFFERED_S
             self._wakeup.notify_all()
+        if overfull and not self._overfull_seen:
+            self._overfull_seen = True
+            self._violation("31931: over 10 minutes of audio buffered; Twilio discards it")

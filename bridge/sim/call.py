@@ -18,16 +18,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from tests.fakes import twiml as tw
-from tests.fakes.twilio_input import (
+from bridge.sim import twiml as tw
+from bridge.sim.answers import (
     MACHINE_DETECTION_MODES,
     GatherAnswer,
     amd_params,
     amd_verdict,
     gather_params,
 )
-from tests.fakes.twilio_media import HeardFrame, InboundFilter, MediaStreamClient, echo_mixer
-from tests.fakes.twilio_rest import API_VERSION, rfc2822
+from bridge.sim.media import HeardFrame, InboundFilter, MediaStreamClient, echo_mixer
+from bridge.sim.rest import API_VERSION, rfc2822
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class Carrier(Protocol):
     say_s_per_char: float
     gather_wait_scale: float
 
-    def post_status(self, call: FakeCall, status: str) -> None:
+    def post_status(self, call: SimCall, status: str) -> None:
         """Queue a signed status callback for ``call``."""
 
     def routed(self, kind: str, url: str) -> str:
@@ -81,13 +81,13 @@ class Carrier(Protocol):
         """Queue a signed webhook."""
 
     def fetch_twiml(
-        self, call: FakeCall, url: str, method: str, extra: Mapping[str, str] | None = None
+        self, call: SimCall, url: str, method: str, extra: Mapping[str, str] | None = None
     ) -> str | None:
         """Request TwiML from the application (signed), with ``extra`` fields; None on
         failure."""
 
 
-class FakeCall:
+class SimCall:
     """A call leg. ``said`` lists ``<Say>`` texts, ``says`` the parsed verbs with attributes."""
 
     def __init__(
@@ -148,7 +148,7 @@ class FakeCall:
         self._pending: tuple[str | None, str | None] | None = None  # redirect (twiml, url)
         self._final: str | None = None
         self._thread = threading.Thread(
-            target=self._run, name=f"fake-call-{self.label}", daemon=True
+            target=self._run, name=f"sim-call-{self.label}", daemon=True
         )
 
     # -- observation -----------------------------------------------------------------------
@@ -379,20 +379,25 @@ class FakeCall:
                 if posted:
                     return next_document
                 continue
-            if isinstance(verb, tw.Say):
-                self.says.append(verb)
-                self._wait(len(verb.text) * verb.loop * self._carrier.say_s_per_char)
-            elif isinstance(verb, tw.Pause):
-                self._wait(verb.length_s)
-            elif isinstance(verb, tw.Connect):
+            if isinstance(verb, tw.Connect):
                 self._run_stream(verb.stream)
                 if verb.action and not self._interrupted():
                     return self._carrier.fetch_twiml(self, verb.action, verb.method)
-            elif isinstance(verb, tw.StartStream):
-                self.notes.append("<Start><Stream> is listen-only: no audio can be played back")
-            else:
-                self.notes.append(f"unsupported verb <{verb.tag}>")
+                continue
+            self._run_simple(verb)
         return None
+
+    def _run_simple(self, verb: tw.Verb) -> None:
+        """A verb that only takes time (or that this carrier cannot run, noted as Twilio would)."""
+        if isinstance(verb, tw.Say):
+            self.says.append(verb)
+            self._wait(len(verb.text) * verb.loop * self._carrier.say_s_per_char)
+        elif isinstance(verb, tw.Pause):
+            self._wait(verb.length_s)
+        elif isinstance(verb, tw.StartStream):
+            self.notes.append("<Start><Stream> is listen-only: no audio can be played back")
+        else:
+            self.notes.append(f"unsupported verb <{getattr(verb, 'tag', type(verb).__name__)}>")
 
     def _gather(self, verb: tw.Gather) -> tuple[bool, str | None]:
         """Say the nested verbs, then take the party's next answer. ``(True, document)`` when
