@@ -38,7 +38,7 @@ lint: $(BIN)/.installed-dev
 	$(BIN)/mypy
 
 bench: $(BIN)/.installed-dev
-	$(BIN)/python bench/resample.py
+	$(BIN)/python bench/transcode.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 COOKIE = "bridge_admin"  # bridge/console.py sets it (HttpOnly, SameSite=Strict)
 MAX_TOKEN_CHARS = 512
 DEFAULT_PAGE = 50
+# How long an events request waits for the live view to catch up with a call just recorded.
+LIVE_CATCH_UP_S = 2.0
 _SID = re.compile(r"^[A-Za-z0-9]{1,64}$")
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -276,6 +279,15 @@ def call_events(sid: str) -> Response:
         ended = _store().get_call(sid)  # over already: its record, then "ended"
         if ended is None:
             raise ApiError(404, "no such call")
+        if ended.summary.ended_at is None:
+            # Recorded but not yet in the live view: both follow the same events on their own
+            # threads, so a call asked for the moment it starts can be in one and not the
+            # other. Give the live view a moment rather than report a live call as ended.
+            deadline = time.monotonic() + LIVE_CATCH_UP_S
+            while watch is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+                watch = live.watch(sid)
+            ended = None if watch is not None else ended
     if not slots.acquire():
         if watch is not None:
             watch.close()

@@ -32,6 +32,7 @@ EndReason = Literal[
     "dial_failed",
     "engine_unavailable",
     "engine_failed",
+    "engine_out_of_credit",
     "stream_rejected",
     "time_limit",
     "shutdown",

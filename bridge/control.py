@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from bridge.audio import Pcm16
 from bridge.call import LISTENER_OF, Call, EndReason
-from bridge.engine import Direction, Engine, SessionSpec, TextKind
+from bridge.engine import Direction, Engine, SessionSpec, TextKind, is_out_of_credit
 from bridge.events import AgentAnswered, AgentDialled, CallEnded, CallStarted, EventHub
 from bridge.leg import LegConfig, Role
 from bridge.metrics import Metrics
@@ -82,6 +82,18 @@ class _DirectionSink:
         self._call.add_text(self._direction, kind, text)
 
     def on_failed(self, reason: str, *, opened: bool) -> None:
+        if is_out_of_credit(reason):
+            # Not a fault: both parties hear that the service is unavailable, and why the call
+            # ended is on the record.
+            self._call.log.warning("%s translation ended: %s", self._direction, reason)
+            self._control.end(
+                self._call,
+                "engine_out_of_credit",
+                notice="interpreter_unavailable",
+                notify_agent=True,
+                detail=reason,
+            )
+            return
         self._call.log.error("%s translation failed: %s", self._direction, reason)
         self._control.end(
             self._call,

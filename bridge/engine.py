@@ -17,6 +17,21 @@ Direction = Literal["caller_to_agent", "agent_to_caller"]
 TextKind = Literal["source", "translation"]
 
 
+# ``on_failed`` reasons that start with this say the vendor account has run out of credit
+# (tokens, balance, quota): not a fault of the call or the bridge, so the call ends politely
+# and its record says why (``engine_out_of_credit``). Any other reason is a fault.
+OUT_OF_CREDIT = "out of credit"
+
+
+def out_of_credit(detail: str) -> str:
+    """An ``on_failed`` reason saying the vendor account ran out of credit, with the detail."""
+    return f"{OUT_OF_CREDIT}: {detail}" if detail else OUT_OF_CREDIT
+
+
+def is_out_of_credit(reason: str) -> bool:
+    return reason.startswith(OUT_OF_CREDIT)
+
+
 class EngineUnavailable(RuntimeError):
     """A translation session could not be opened (bad key, quota, host unreachable)."""
 
@@ -41,7 +56,8 @@ class SessionListener(Protocol):
 
     def on_failed(self, reason: str, *, opened: bool) -> None:
         """The session cannot go on: it never opened (``opened=False``: bad key, refused,
-        unreachable) or it died past every retry."""
+        unreachable) or it died past every retry. A reason made by :func:`out_of_credit` says
+        the vendor account ran out of credit."""
 
 
 class TranslationSession(Protocol):

@@ -58,6 +58,17 @@ OPENAI_TRANSLATE_LANGUAGES = frozenset(
     {"es", "pt", "fr", "ja", "ru", "zh", "de", "ko", "hi", "id", "vi", "it", "en"}
 )
 
+# Soniox translates between any two of its 60 languages (its supported-languages page)...
+_SONIOX = "af sq ar az eu be bn bs bg ca zh hr cs da nl en et fi fr gl de el gu he hi hu id it ja"
+_SONIOX += (
+    " kn kk ko lv lt mk ms ml mr no fa pl pt pa ro ru sr sk sl es sw sv tl ta te th tr uk ur vi cy"
+)
+SONIOX_LANGUAGES = frozenset(_SONIOX.split())
+# ...and OpenAI's speech models speak Whisper's well-supported languages (OpenAI's TTS guide).
+_WHISPER = "af ar hy az be bs bg ca zh hr cs da nl en et fi fr gl de el he hi hu is id it ja kn kk"
+_WHISPER += " ko lv lt mk ms mr mi ne no fa pl pt ro ru sr sk sl es sw sv tl ta th tr uk ur vi cy"
+OPENAI_TTS_LANGUAGES = frozenset(_WHISPER.split())
+
 
 @dataclass(frozen=True, slots=True)
 class EngineEntry:
@@ -78,10 +89,23 @@ ENGINES: dict[str, EngineEntry] = {
             OPENAI_TRANSLATE_LANGUAGES,
         ),
         EngineEntry(
+            "soniox",
+            "bridge.soniox_engine",
+            "Soniox real-time translation (text), spoken by OpenAI's streaming speech API",
+            SONIOX_LANGUAGES & OPENAI_TTS_LANGUAGES,
+        ),
+        EngineEntry(
             "bland",
             "bridge.bland_engine",
             "Bland live translation (REST sessions, twilio_ulaw socket)",
             BLAND_LANGUAGES,
+        ),
+        EngineEntry(
+            "gpt-translator",
+            "bridge.gpt_translator_engine",
+            "GPT Translator's Realtime Translation API (Socket.IO)",
+            # "130+ languages", any BCP-47 code as targetLanguage: every language we offer.
+            None,
         ),
         EngineEntry(
             "relay",

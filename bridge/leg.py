@@ -56,10 +56,21 @@ class LegConfig:
     echo_guard_db: float | None = None
     backlog_max_s: float = 10.0
     backlog_policy: str = "drop-oldest"
+    # The "translation" is the other party's live voice at its own pace (ENGINE=relay): it
+    # never pauses to let a backlog drain, so it is kept as shallow as live audio and nothing
+    # that arrives before this leg's stream is up is queued (it would delay the whole call).
+    live_source: bool = False
 
     @classmethod
     def from_settings(cls, s: Settings) -> LegConfig:
-        return cls(s.passthrough_db, s.duck_db, s.echo_guard_db, s.backlog_max_s, s.backlog_policy)
+        return cls(
+            s.passthrough_db,
+            s.duck_db,
+            s.echo_guard_db,
+            s.backlog_max_s,
+            s.backlog_policy,
+            live_source=s.engine == "relay",
+        )
 
 
 class CallLeg:
@@ -79,9 +90,10 @@ class CallLeg:
         self._cond = threading.Condition()
         lead = (
             LEAD_WITH_PASSTHROUGH_S
-            if config.passthrough_db is not None
-            else (LEAD_TRANSLATION_ONLY_S)
+            if config.passthrough_db is not None or config.live_source
+            else LEAD_TRANSLATION_ONLY_S
         )
+        self._live_source = config.live_source
         self._playout = Playout(
             max_ahead_s=lead,
             backlog_max_s=config.backlog_max_s,
@@ -141,6 +153,12 @@ class CallLeg:
                 raise ValueError(f"cannot play {audio.rate_hz} Hz audio")
         with self._cond:
             if self._closing:
+                return
+            if self._live_source and self._ws is None:
+                # Nobody is on this line yet: a phone line does not store speech for later.
+                self._metrics.audio_dropped_seconds.labels("before_answer").inc(
+                    len(samples) / TWILIO_RATE_HZ
+                )
                 return
             before = self._playout.dropped_samples, self._playout.cleared_samples
             self._playout.push(samples, received_at, self._clock())

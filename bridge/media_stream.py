@@ -48,6 +48,7 @@ class MediaStreamHandler:
         self._complaints: set[str] = set()
         self._bad = 0
         self._violation = False
+        self._frames_received: Any = None
 
     def run(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -126,7 +127,10 @@ class MediaStreamHandler:
         if not media.payload:
             return self._complain("empty_payload", "media with an empty payload")
         # Twilio sends 160 bytes (20 ms); other sizes up to the parser's bound are still audio.
-        self._metrics.frames_received.labels(self._role).inc()
+        if self._frames_received is None:
+            # The labelled child once per stream: ``labels()`` takes a lock and a lookup.
+            self._frames_received = self._metrics.frames_received.labels(self._role)
+        self._frames_received.inc()
         self._call.inbound(self._role, ulaw_to_pcm16(media.payload))
         return True
 

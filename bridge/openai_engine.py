@@ -29,6 +29,7 @@ from bridge.audio import ENGINE_RATE_HZ, Pcm16, Samples
 from bridge.engine import EngineUnavailable, SessionListener, SessionSpec, TranslationSession
 from bridge.logs import call_logger
 from bridge.metrics import Metrics
+from bridge.mixer import rms
 from bridge.openai_link import LinkState, TranslationLink
 from bridge.resample import Upsampler8kTo24k
 from bridge.settings import ConfigError, Settings
@@ -123,7 +124,7 @@ class OpenAITranslationSession:
 
     def send_audio(self, audio: Pcm16) -> None:
         samples = audio.samples
-        if len(samples) and float(np.sqrt(np.mean(samples.astype(np.float32) ** 2))) > QUIET_RMS:
+        if len(samples) and rms(samples) > QUIET_RMS:
             self._last_voice_at = time.monotonic()
         upsampled = self._upsampler.process(samples)
         dropped = 0
@@ -136,7 +137,11 @@ class OpenAITranslationSession:
                 old = self._pending.popleft()
                 self._pending_samples -= len(old)
                 dropped += len(old)
-            self._cond.notify()
+            # Wake the writer only when an append's worth is waiting: waking it for every
+            # 20 ms frame (four times for nothing in five) cost a thread switch per frame,
+            # which under load was a large share of the bridge's CPU. (It also polls.)
+            if self._pending_samples >= APPEND_SAMPLES:
+                self._cond.notify()
         if dropped:
             self._metrics.audio_dropped_seconds.labels("engine_input_held").inc(
                 dropped / ENGINE_RATE_HZ

@@ -14,8 +14,14 @@ from tests.bridge_process import OPENAI_KEY
 from tests.engine_harness import EngineHarness, StandInSession
 from tests.fakes.audio import ENGINE_RATE_HZ
 from tests.fakes.bland import FakeBland
+from tests.fakes.gpt_translator import FakeGptTranslator
 from tests.fakes.openai_session import FakeSession
+from tests.fakes.openai_speech import FakeSpeechServer
 from tests.fakes.openai_translate import FakeTranslationServer
+from tests.fakes.soniox import FakeSoniox
+from tests.fakes.soniox_tts import FakeSonioxTts
+
+SONIOX_KEY = "soniox-test-key-5b1e"
 
 
 class _OpenAITranslateSession:
@@ -67,6 +73,67 @@ def openai_translate() -> Iterator[EngineHarness]:
         yield OpenAITranslateHarness(server)
 
 
+class SonioxHarness:
+    """``ENGINE=soniox`` against :class:`FakeSoniox` (text) and :class:`FakeSpeechServer`
+    (OpenAI's speech endpoint, speaking the translation)."""
+
+    name = "soniox"
+
+    def __init__(
+        self, soniox: FakeSoniox, speech: FakeSpeechServer | None, tts: FakeSonioxTts | None
+    ) -> None:
+        self.soniox = soniox
+        self._speech = speech
+        self._tts = tts
+
+    @property
+    def speech(self) -> FakeSpeechServer:
+        assert self._speech is not None, "this harness speaks with Soniox's TTS"
+        return self._speech
+
+    @property
+    def tts(self) -> FakeSonioxTts:
+        assert self._tts is not None, "this harness speaks with OpenAI"
+        return self._tts
+
+    def env(self) -> Mapping[str, str]:
+        env = {"ENGINE": "soniox", "SONIOX_API_KEY": SONIOX_KEY, "SONIOX_WS_URL": self.soniox.url}
+        if self._tts is not None:
+            return {**env, "SONIOX_TTS": "soniox", "SONIOX_TTS_WS_URL": self._tts.url}
+        return {**env, "OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": self.speech.base_url}
+
+    def sessions(self) -> list[StandInSession]:
+        # Requests refused before their start request was accepted never began a session.
+        return [r for r in self.soniox.snapshot() if r.start is not None]
+
+    def drop_all(self) -> None:
+        self.soniox.drop_all()
+
+    @contextmanager
+    def refusing(self) -> Iterator[None]:
+        self.soniox.api_key = "another-soniox-key"
+        try:
+            yield
+        finally:
+            self.soniox.api_key = SONIOX_KEY
+
+
+@contextmanager
+def soniox() -> Iterator[EngineHarness]:
+    with (
+        FakeSoniox(api_key=SONIOX_KEY) as text,
+        FakeSpeechServer(api_key=OPENAI_KEY) as speech,
+    ):
+        yield SonioxHarness(text, speech, None)
+
+
+@contextmanager
+def soniox_tts() -> Iterator[EngineHarness]:
+    """``ENGINE=soniox`` with ``SONIOX_TTS=soniox``: Soniox both translates and speaks."""
+    with FakeSoniox(api_key=SONIOX_KEY) as text, FakeSonioxTts(api_key=SONIOX_KEY) as tts:
+        yield SonioxHarness(text, None, tts)
+
+
 BLAND_KEY = "bland-test-key-0123456789"
 
 
@@ -109,8 +176,48 @@ def bland() -> Iterator[EngineHarness]:
         assert server.violations == [], server.violations
 
 
-# ENGINE name -> a context manager that starts its stand-in and yields the harness.
+class GptTranslatorHarness:
+    """``ENGINE=gpt-translator`` against :class:`FakeGptTranslator` (Socket.IO)."""
+
+    name = "gpt-translator"
+
+    def __init__(self, server: FakeGptTranslator) -> None:
+        self.server = server
+
+    def env(self) -> Mapping[str, str]:
+        return {
+            "ENGINE": "gpt-translator",
+            "GPT_TRANSLATOR_API_KEY": self.server.api_key,
+            "GPT_TRANSLATOR_URL": self.server.url,
+        }
+
+    def sessions(self) -> list[StandInSession]:
+        return list(self.server.sessions)
+
+    def drop_all(self) -> None:
+        self.server.drop_all()
+
+    @contextmanager
+    def refusing(self) -> Iterator[None]:
+        self.server.refuse = True
+        try:
+            yield
+        finally:
+            self.server.refuse = False
+
+
+@contextmanager
+def gpt_translator() -> Iterator[EngineHarness]:
+    with FakeGptTranslator() as server:
+        yield GptTranslatorHarness(server)
+
+
+# ENGINE name (or name+variant of its settings) -> a context manager that starts its stand-in
+# and yields the harness.
 HARNESSES: dict[str, Callable[[], AbstractContextManager[EngineHarness]]] = {
     "openai": openai_translate,
+    "soniox": soniox,
+    "soniox+soniox-tts": soniox_tts,
     "bland": bland,
+    "gpt-translator": gpt_translator,
 }

@@ -343,6 +343,29 @@ def test_events_of_an_ended_call_are_its_record_then_ended(app: Flask, client: F
     assert client.get("/api/calls/CAnone/events", headers=AUTH).status_code == 404
 
 
+def test_events_of_a_call_the_live_view_has_not_caught_up_with(
+    app: Flask, client: FlaskClient
+) -> None:
+    """Asked for the moment it starts, a call may be recorded but not yet in the live view:
+    the stream waits for the live view instead of calling a live call ended."""
+    sid = "CA43"
+    start = call_events(sid, at=datetime.now(UTC), reason=None)[0]
+    publish(app, [start])
+    stored(app, sid, ended=False)
+    live: LiveCalls = app.extensions["bridge.live"]
+    live._calls.clear()  # the live view's thread has not applied the start yet
+    late = threading.Timer(0.3, live.apply, args=(start,))
+    late.start()
+    response = client.get(f"/api/calls/{sid}/events", headers=AUTH, buffered=False)
+    chunks = chunks_of(response)
+    [(name, snapshot)] = read_events(chunks, 1)
+    assert name == "snapshot" and snapshot["active"] is True
+    publish(app, [CallEnded(sid, datetime.now(UTC), "caller_hung_up", "")])
+    assert read_events(chunks, 1) == [("ended", {"reason": "caller_hung_up"})]
+    response.close()
+    late.join()
+
+
 def test_quiet_streams_get_heartbeats(app: Flask, client: FlaskClient) -> None:
     app.config["BRIDGE_SSE_HEARTBEAT_S"] = 0.2
     publish(app, [CallStarted("CA42", CALLER, BRIDGE_NUMBER, "es", "en", "relay", T0)])

@@ -281,10 +281,11 @@ def test_engine_refusal_ends_the_call_politely(stack: Stack) -> None:
 def test_relay_passes_each_voice_through_unchanged(relay_stack: Stack) -> None:
     twilio, bridge = relay_stack.twilio, relay_stack.bridge
     agent_speech = load_wav(AGENT_EN_8K_MULAW)[2]
-    twilio.default_dial = DialBehaviour(audio=ulaw_silence(8000) + agent_speech)
+    # The agent takes a second to answer; the caller starts speaking after two.
+    twilio.default_dial = DialBehaviour(answer_delay_s=1.0, audio=ulaw_silence(8000) + agent_speech)
     caller_speech = load_wav(CALLER_ES_8K_MULAW)[2]
     caller = twilio.place_call(
-        ulaw_silence(8000) + caller_speech, from_=CALLER_NUMBER, to=BRIDGE_NUMBER
+        ulaw_silence(16000) + caller_speech, from_=CALLER_NUMBER, to=BRIDGE_NUMBER
     )
     agent = agent_of(twilio, caller)
     wait_streaming(twilio, caller, agent)
@@ -294,7 +295,23 @@ def test_relay_passes_each_voice_through_unchanged(relay_stack: Stack) -> None:
     # G.711 round-trips exactly, except that μ-law has two zeros (0x7F and 0xFF).
     heard = agent_speech.replace(b"\x7f", b"\xff")
     assert heard in caller.heard_ulaw().replace(b"\x7f", b"\xff")
+    # Live, not a second behind: the caller's line audio from before the agent answered is
+    # not queued for the agent (it used to delay the whole call by the time it took to answer).
+    lag = first_heard_voice(agent) - (started_at(caller) + 2.0)
+    assert lag < 0.5, f"the agent heard the caller {lag:.2f} s late"
     wait_call_over(bridge)
+
+
+def first_heard_voice(call: FakeCall) -> float:
+    """When the first frame carrying sound began to play to ``call`` (frames play back to back
+    from when they arrive, as in Twilio's buffer)."""
+    play_end = 0.0
+    for frame in call.heard_frames:
+        start = max(play_end, frame.time)
+        if np.abs(ulaw_to_pcm16(frame.data).astype(np.int32)).max() > 500:
+            return start
+        play_end = start + len(frame.data) / 8000
+    raise AssertionError("nothing audible was heard")
 
 
 def test_webhook_signatures_and_fields_are_enforced(relay_stack: Stack) -> None:

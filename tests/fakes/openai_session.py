@@ -205,12 +205,14 @@ class FakeSession:
                         self._connection.close(item.close.code, item.close.reason)
                     return
                 assert item.event is not None
+                # Recorded before the send: the client may act on the event (and a test
+                # look for its record) before send() returns here.
                 sent_at = time.monotonic()
-                self._connection.send(json.dumps(item.event))
                 with self._lock:
                     self.sent_events.append((sent_at, item.event))
                     if item.event.get("type") == "session.output_audio.delta":
                         self.sent_deltas.append((str(item.event["event_id"]), sent_at))
+                self._connection.send(json.dumps(item.event))
         except ConnectionClosed:
             pass  # the client went away; the reader records how
         except Exception:  # a thread boundary: log, never kill the test process

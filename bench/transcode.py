@@ -1,8 +1,18 @@
-"""Benchmark the 8↔24 kHz streaming resamplers side by side: ``python bench/resample.py``.
+"""Transcoding benchmark: ``.venv/bin/python bench/transcode.py`` (``--quick``: fewer timing runs).
 
-Compares stdlib ``audioop.ratecv`` (state carried between frames, as a streaming caller would),
-``soxr.ResampleStream`` (HQ and VHQ) and ``bridge.resample``, each fed 20 ms frames of int16 as
-the bridge feeds them, and prints Markdown tables:
+Two parts, measured side by side in one run, printed as Markdown tables:
+
+1. The bridge's whole per-direction path per 20 ms frame, against the same path built on
+   ``audioop.ratecv``: Twilio → engine is μ-law 8 kHz → PCM16 → 24 kHz (``ulaw_to_pcm16`` then
+   ``Upsampler8kTo24k``), engine → Twilio is 24 kHz → 8 kHz → μ-law (``Downsampler24kTo8k``
+   then ``pcm16_to_ulaw``), with a ratio column, the resampler's rejection and delay, and
+   whether output comes out with every 20 ms chunk. Target: ≤ 15 µs per frame per direction,
+   ≥ 60 dB rejection, ≤ 5 ms delay, nothing held back. (Rejection and delay are properties of
+   the resampling stage: the μ-law codec is the same exact G.711 table on both paths, and its
+   own quantisation noise would mask a filter's stopband in an FFT.)
+2. The resamplers alone: ``audioop.ratecv`` (state carried between frames, as a streaming
+   caller would), ``soxr.ResampleStream`` (HQ and VHQ) and ``bridge.resample``, each fed 20 ms
+   frames of int16 as the bridge feeds them:
 
 * rejection: worst image (8→24) or alias (24→8) level below the input tone, over several tones,
   from a Hann-windowed FFT of one second of steady output;
@@ -15,6 +25,7 @@ the bridge feeds them, and prints Markdown tables:
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import time
@@ -35,6 +46,8 @@ with warnings.catch_warnings():
 
 # Run as a script from anywhere: make the repository root importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.machine import footer, header
+from bridge.audio import Pcm16, pcm16_to_ulaw, ulaw_to_pcm16
 from bridge.resample import Downsampler24kTo8k, Upsampler8kTo24k
 
 Samples = NDArray[np.int16]
@@ -46,6 +59,8 @@ AMPLITUDE = 30000.0  # near full scale, so int16 rounding limits the reading as 
 UP_TONES_HZ = (300, 997, 2003, 3400)  # images at 8k ± f
 DOWN_TONES_HZ = (4600, 6000, 7001, 9000, 11500)  # fold to 3.4, 2, 0.999, 1, 3.5 kHz
 TIMING_RUNS, FRAMES_PER_RUN = 51, 1000
+QUICK_TIMING_RUNS = 7
+TARGET_US, TARGET_REJECTION_DB, TARGET_DELAY_MS = 15.0, 60.0, 5.0
 
 
 class Stream(Protocol):
@@ -191,8 +206,21 @@ def held_back_ms(candidate: Candidate, up: bool) -> tuple[float, float]:
     return statistics.fmean(held), max(held)
 
 
-def cost_us(candidate: Candidate, up: bool) -> float:
+def per_frame_us(call: Callable[[], object], frames_per_call: int) -> float:
     """Median over runs of the mean µs per 20 ms frame, after a warm-up."""
+    call()
+    runs = []
+    for _ in range(TIMING_RUNS):
+        start, count = time.perf_counter(), 0
+        while count < FRAMES_PER_RUN:
+            call()
+            count += frames_per_call
+        runs.append(1e6 * (time.perf_counter() - start) / count)
+    return statistics.median(runs)
+
+
+def cost_us(candidate: Candidate, up: bool) -> float:
+    """µs per 20 ms frame of the resampler alone."""
     in_rate, out_rate = (LOW_HZ, HIGH_HZ) if up else (HIGH_HZ, LOW_HZ)
     stream = candidate.make(in_rate, out_rate)
     chunks = frames(np.rint(band_limited(in_rate, 1.0)).astype(np.int16), in_rate)
@@ -203,15 +231,99 @@ def cost_us(candidate: Candidate, up: bool) -> float:
     else:
         process = stream.process
         call = lambda: [process(c) for c in chunks]  # noqa: E731
-    call()
-    runs = []
-    for _ in range(TIMING_RUNS):
-        start, count = time.perf_counter(), 0
-        while count < FRAMES_PER_RUN:
-            call()
-            count += len(chunks)
-        runs.append(1e6 * (time.perf_counter() - start) / count)
-    return statistics.median(runs)
+    return per_frame_us(call, len(chunks))
+
+
+# -- the whole per-direction path -----------------------------------------------------------
+
+
+def bridge_inbound() -> Callable[[bytes], Samples]:
+    """Twilio → engine as the bridge does it: μ-law bytes → Pcm16 → 24 kHz samples."""
+    upsampler = Upsampler8kTo24k()
+    return lambda ulaw: upsampler.process(ulaw_to_pcm16(ulaw).samples)
+
+
+def audioop_inbound() -> Callable[[bytes], bytes]:
+    stream = AudioopStream(LOW_HZ, HIGH_HZ)
+    return lambda ulaw: stream.process_bytes(audioop.ulaw2lin(ulaw, 2))
+
+
+def bridge_outbound() -> Callable[[Samples], bytes]:
+    """Engine → Twilio as the bridge does it: 24 kHz samples → 8 kHz → μ-law bytes."""
+    downsampler = Downsampler24kTo8k()
+    return lambda pcm: pcm16_to_ulaw(Pcm16(downsampler.process(pcm), LOW_HZ))
+
+
+def audioop_outbound() -> Callable[[bytes], bytes]:
+    stream = AudioopStream(HIGH_HZ, LOW_HZ)
+    return lambda pcm: audioop.lin2ulaw(stream.process_bytes(pcm), 2)
+
+
+def path_cost_us(up: bool, ours: bool) -> float:
+    """µs per 20 ms frame of one direction's whole path, each fed its native input."""
+    rate = LOW_HZ if up else HIGH_HZ
+    chunks = frames(np.rint(band_limited(rate, 1.0)).astype(np.int16), rate)
+    if up:
+        ulaw = [audioop.lin2ulaw(c.tobytes(), 2) for c in chunks]
+        step_in = bridge_inbound() if ours else audioop_inbound()
+        return per_frame_us(lambda: [step_in(u) for u in ulaw], len(ulaw))
+    if ours:
+        step_out = bridge_outbound()
+        return per_frame_us(lambda: [step_out(c) for c in chunks], len(chunks))
+    blobs = [c.tobytes() for c in chunks]
+    step_bytes = audioop_outbound()
+    return per_frame_us(lambda: [step_bytes(b) for b in blobs], len(blobs))
+
+
+def released_every_chunk(up: bool) -> bool:
+    """Does every 20 ms frame through the bridge's path come out at once, whole?"""
+    rate = LOW_HZ if up else HIGH_HZ
+    chunks = frames(np.rint(band_limited(rate, 0.5)).astype(np.int16), rate)
+    if up:
+        step_in = bridge_inbound()
+        return all(len(step_in(audioop.lin2ulaw(c.tobytes(), 2))) == 3 * len(c) for c in chunks)
+    step_out = bridge_outbound()
+    return all(len(step_out(c)) == len(c) // 3 for c in chunks)
+
+
+def path_table() -> str:
+    rows = [
+        "### The whole path per 20 ms frame, per direction (bridge vs audioop.ratecv)",
+        "",
+        "| direction | path | µs per 20 ms frame | × audioop | rejection dB | delay ms "
+        "| held back ms (max) | output with every chunk | target met |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    ours_candidate, theirs_candidate = CANDIDATES[3], CANDIDATES[0]
+    for up in (True, False):
+        name = (
+            "Twilio → engine (μ-law 8k → PCM16 24k)" if up else "engine → Twilio (24k → μ-law 8k)"
+        )
+        theirs = path_cost_us(up, ours=False)
+        ours = path_cost_us(up, ours=True)
+        for label, candidate, cost in (
+            (
+                "audioop ulaw2lin + ratecv" if up else "audioop ratecv + lin2ulaw",
+                theirs_candidate,
+                theirs,
+            ),
+            ("bridge", ours_candidate, ours),
+        ):
+            reject, delay = rejection_db(candidate, up), delay_ms(candidate, up)
+            _, held_max = held_back_ms(candidate, up)
+            every = released_every_chunk(up) if candidate is ours_candidate else held_max < 0.2
+            met = (
+                cost <= TARGET_US
+                and reject >= TARGET_REJECTION_DB
+                and delay <= TARGET_DELAY_MS
+                and every
+            )
+            rows.append(
+                f"| {name} | {label} | {cost:.1f} | {cost / theirs:.2f} | {fmt(reject, 1)} "
+                f"| {fmt(delay, 2)} | {fmt(held_max, 1)} | {'yes' if every else 'no'} "
+                f"| {'yes' if met else 'no'} |"
+            )
+    return "\n".join(rows)
 
 
 def fmt(value: float, digits: int) -> str:
@@ -243,11 +355,24 @@ def table(up: bool) -> str:
 
 
 def main() -> None:
-    print(f"Python {sys.version.split()[0]}, numpy {np.__version__}, soxr {soxr.__version__}")
+    global TIMING_RUNS  # noqa: PLW0603 - one knob for the whole run
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer timing runs (noisier)")
+    args = parser.parse_args()
+    if args.quick:
+        TIMING_RUNS = QUICK_TIMING_RUNS
+    print(header("Transcoding"))
+    print(f"\nnumpy {np.__version__}, soxr {soxr.__version__}; {TIMING_RUNS} timing runs\n")
+    print(
+        f"target: ≤ {TARGET_US:.0f} µs per frame per direction, ≥ {TARGET_REJECTION_DB:.0f} dB "
+        f"rejection, ≤ {TARGET_DELAY_MS:.0f} ms delay, output with every chunk\n"
+    )
+    print(path_table(), end="\n\n")
     print("latency = delay + mean held back (soxr trims its filter delay but holds output back);")
     print("cost: audioop is timed on bytes, the others on int16 arrays\n")
     print(table(up=True), end="\n\n")
-    print(table(up=False))
+    print(table(up=False), end="\n\n")
+    print(footer())
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Benchmarks: each script prints Markdown tables (see the README's Benchmarks section)."""
