@@ -8,6 +8,7 @@ the single-process bridge, unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -19,9 +20,10 @@ from pathlib import Path
 import pytest
 import redis
 
+from bench.load import run_load
 from bridge.prompts import prompt
 from bridge.settings import ConfigError, Settings
-from tests.bridge_process import ROOT
+from tests.bridge_process import ROOT, free_port
 from tests.call_helpers import (
     BRIDGE_NUMBER,
     CALLER_NUMBER,
@@ -290,3 +292,13 @@ def test_gunicorn_runs_several_workers_only_with_redis(
     )
     assert int(done.stdout.split()[-1]) == workers
     assert ("ignored, running 1 worker" in done.stderr) == warning
+
+
+def test_the_load_bench_spreads_over_two_instances(tmp_path: Path, redis_for_tests: str) -> None:
+    """bench/load.py --instances 2 measures calls whose requests take turns between two
+    instances (so the benchmark of several instances cannot silently rot)."""
+    result = asyncio.run(
+        run_load(1, 3.0, free_port(), tmp_path, redis_url=redis_for_tests, instances=2)
+    )
+    assert result.lat_in_own and result.lat_out, "no audio measured both ways"
+    assert result.expected > 0 and result.heard > 0
