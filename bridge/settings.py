@@ -87,6 +87,10 @@ class Settings:
     # URL may carry a database password, and the token is a secret.
     database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
     admin_token: str | None = field(default=None, repr=False)
+    # Several instances: shared call state and cross-instance audio (docs/scaling.md). None
+    # keeps everything in this process, as a single host needs. Out of repr: it may hold a
+    # password.
+    redis_url: str | None = field(default=None, repr=False)
 
     @property
     def public_host(self) -> str:
@@ -309,6 +313,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         glossary_file=_glossary_file(env),
         database_url=_database_url(env),
         admin_token=_admin_token(env),
+        redis_url=_redis_url(env),
     )
 
 
@@ -341,6 +346,16 @@ def _database_url(env: Mapping[str, str]) -> str:
         # Each pooled connection would get its own empty in-memory database.
         raise ConfigError("DATABASE_URL: SQLite needs a file (sqlite:///data/bridge.sqlite3)")
     return url.render_as_string(hide_password=False)
+
+
+def _redis_url(env: Mapping[str, str]) -> str | None:
+    raw = _get(env, "REDIS_URL")
+    if raw is None:
+        return None
+    if urlsplit(raw).scheme not in ("redis", "rediss", "unix"):
+        # Not echoed: it may contain a password.
+        raise ConfigError("REDIS_URL: not a Redis URL (redis://host:6379/0, rediss://, unix://)")
+    return raw
 
 
 def _admin_token(env: Mapping[str, str]) -> str | None:
