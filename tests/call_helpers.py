@@ -89,6 +89,16 @@ def started_at(call: FakeCall) -> float:
     return float(call.stream.started_at)
 
 
+def end_leftover_calls(stack: Stack, timeout: float = 15.0) -> None:
+    """Hang up every caller still on the line and wait (best effort) for an idle bridge."""
+    for call in stack.twilio.caller_calls():
+        if not call.ended.is_set():
+            call.hangup()
+    deadline = time.monotonic() + timeout
+    while stack.bridge.metric("bridge_active_calls") != 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def wait_call_over(bridge: BridgeProcess, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while bridge.metric("bridge_active_calls") != 0:

@@ -7,8 +7,18 @@ from collections.abc import Iterator
 import pytest
 
 from tests.bridge_process import OPENAI_KEY
-from tests.call_helpers import Stack, bridge_stack
+from tests.call_helpers import Stack, bridge_stack, end_leftover_calls
 from tests.fakes.openai_translate import FakeTranslationServer
+
+
+@pytest.fixture(autouse=True)
+def no_call_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that fails half-way leaves its calls up on its module's shared bridge; end them,
+    so the next test starts from an idle bridge instead of failing on the leftover."""
+    yield
+    for name in ("stack", "relay_stack"):
+        if name in request.fixturenames:
+            end_leftover_calls(request.getfixturevalue(name))
 
 
 @pytest.fixture(scope="module")

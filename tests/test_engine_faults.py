@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import signal
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -38,21 +37,6 @@ from tests.fakes.openai_translate import FakeSession, FakeTranslationServer, ton
 from tests.fakes.twilio import DialBehaviour, FakeCall
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def no_call_left_behind(stack: Stack) -> Iterator[None]:
-    """A test that fails half-way leaves its calls up; end them, so the next test starts from
-    an idle bridge instead of failing on the leftover."""
-    yield
-    for call in stack.twilio.caller_calls():
-        if not call.ended.is_set():
-            call.hangup()
-    deadline = time.monotonic() + 15
-    while stack.bridge.metric("bridge_active_calls") != 0:
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
 
 
 def start_call(stack: Stack, audio: bytes) -> tuple[FakeCall, FakeCall, FakeSession, FakeSession]:
