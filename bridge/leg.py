@@ -9,6 +9,7 @@ outbound stream and guards it with its own lock.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -116,6 +117,8 @@ class CallLeg:
         self._writer: threading.Thread | None = None
         self._closing = False
         self._close_code: int | None = None
+        # When the writer, asleep on ``_cond``, will wake by itself (-inf while it is awake).
+        self._wake_at = -math.inf
         self.marks_heard = 0
         # Told when a translated chunk began to be heard (monotonic time), from mark echoes.
         self.on_heard: Callable[[float], None] | None = None
@@ -176,11 +179,21 @@ class CallLeg:
 
     def hear_other_party(self, audio: Pcm16) -> None:
         """The other party's own voice, to be mixed quietly under the translation."""
+        now = self._clock()
         with self._cond:
             if self._closing:
                 return
             self._playout.push_passthrough(audio.samples)
-            self._cond.notify()
+            # Wake the writer only if this frame is due before it wakes anyway. While
+            # translation plays the writer is paced by it and mixes whatever passthrough
+            # waits: a wakeup for every 20 ms of the other party's voice was a thread switch
+            # per frame for nothing.
+            if self._wake_at <= now:
+                self._cond.notify()
+            else:
+                wait = self._playout.next_wake(now)
+                if wait is not None and now + wait < self._wake_at:
+                    self._cond.notify()
 
     def guard_input(self, audio: Pcm16) -> Pcm16:
         """This party's microphone audio, attenuated while our translation may be echoing in it.
@@ -249,10 +262,13 @@ class CallLeg:
             while True:
                 with self._cond:
                     while not self._closing:
-                        out, wait = self._playout.due(self._clock())
+                        now = self._clock()
+                        out, wait = self._playout.due(now)
                         if out:
                             break
+                        self._wake_at = math.inf if wait is None else now + wait
                         self._cond.wait(wait)
+                        self._wake_at = -math.inf
                     if self._closing:
                         return
                 for item in out:
