@@ -25,7 +25,7 @@ from bridge.mixer import db_to_gain, echo_likeness, scale
 from bridge.playout import ClearOut, Frame, Playout
 from bridge.resample import Downsampler24kTo8k
 from bridge.settings import Settings
-from bridge.twilio_media import clear_message, mark_message, media_message
+from bridge.twilio_media import clear_message, mark_message, media_messages
 
 Role = Literal["caller", "agent"]
 JOIN_TIMEOUT_S = 2.0
@@ -258,6 +258,7 @@ class CallLeg:
         ws, stream_sid = self._ws, self._stream_sid
         assert ws is not None and stream_sid is not None
         frames = self._metrics.frames_sent.labels(self.role)
+        media_message = media_messages(stream_sid)
         try:
             while True:
                 with self._cond:
@@ -274,7 +275,7 @@ class CallLeg:
                 for item in out:
                     if isinstance(item, Frame):
                         ulaw = pcm16_to_ulaw(Pcm16(item.pcm, TWILIO_RATE_HZ))
-                        ws.send(media_message(stream_sid, ulaw))
+                        ws.send(media_message(ulaw))
                         frames.inc()
                     elif isinstance(item, ClearOut):
                         ws.send(clear_message(stream_sid))
