@@ -530,7 +530,11 @@ def test_invalid_utf8_text_frame_closes_the_socket(stack: Stack) -> None:
     peer = Peer(stack.bridge)
     peer.send_json(CONNECTED)
     peer.send(b'{"event": "\xff\xfe"}', text=True)
-    assert peer.wait_closed() == 1007  # invalid frame payload data (the WebSocket layer's)
+    # 1007 (invalid frame payload data) from the WebSocket layer; simple-websocket's reader
+    # thread and our handler's own close race to the socket, and when the handler wins the
+    # TCP close arrives without the close frame. Either way the socket is closed at once.
+    assert peer.wait_closed() in (1007, None)
+    assert_healthy(stack)
 
 
 def test_start_that_is_not_for_a_live_call_of_ours_is_refused_1008(stack: Stack) -> None:
