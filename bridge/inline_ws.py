@@ -75,6 +75,19 @@ def receive(ws: Any, timeout: float) -> str | bytes | None:
     raise ConnectionClosed(ws.close_reason, ws.close_message)
 
 
+def finish(ws: Any) -> None:
+    """The stream is over: close the socket, as simple-websocket's reader does when it ends.
+
+    Left open, the server would close it itself after the handler returns, gracefully:
+    gunicorn's gthread worker then half-closes and drains the socket on its main thread
+    until the peer hangs up (up to 2 s), where it accepts connections.
+    """
+    if not reads_inline(ws):
+        return
+    ws.connected = False
+    ws.sock.close()  # idempotent
+
+
 def _wait_readable(poller: select.poll, timeout: float) -> bool:
     # A function of its own so the bench's sampler (bench/profiling) can tell waiting from work.
     return bool(poller.poll(timeout * 1000))

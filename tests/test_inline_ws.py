@@ -11,7 +11,7 @@ from simple_websocket import ConnectionClosed, Server
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
-from bridge.inline_ws import NoReaderThread, reads_inline, receive
+from bridge.inline_ws import NoReaderThread, finish, reads_inline, receive
 
 HANDSHAKE = {
     "HTTP_HOST": "bridge.test",
@@ -79,3 +79,12 @@ def test_a_socket_with_its_own_reader_is_read_through_it() -> None:
             return f"read with timeout {timeout}"
 
     assert receive(Started(), 0.5) == "read with timeout 0.5"
+
+
+def test_finish_closes_the_socket(pair: tuple[Server, socket.socket, WSConnection]) -> None:
+    ws, theirs, _ = pair
+    finish(ws)
+    assert ws.sock.fileno() == -1
+    assert theirs.recv(4096) == b""  # the peer sees the connection end
+    with pytest.raises(ConnectionClosed):
+        receive(ws, 0.1)
