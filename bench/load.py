@@ -3,6 +3,7 @@
     .venv/bin/python bench/load.py                 # N = 1, 5, 10, 25, 50, 100, 200; 30 s each
     .venv/bin/python bench/load.py --quick         # N = 1, 25; 10 s each
     .venv/bin/python bench/load.py --calls 100 --seconds 60
+    .venv/bin/python bench/load.py --instances 2   # two bridges sharing calls through Redis
 
 For each N a fresh bridge is started exactly as the Procfile runs it (``BRIDGE_THREADS`` and
 ``MAX_CONCURRENT_CALLS`` sized for N, as an operator would), with the translation engine pointed
@@ -37,7 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +64,7 @@ from tests.bridge_process import (
     free_port,
     run_bridge,
 )
+from tests.redis_server import redis_url
 
 CALLER_NUMBER = "+34911222333"
 BRIDGE_NUMBER = "+15550002222"
@@ -133,19 +135,20 @@ def pct(values: list[float], q: float) -> float:
 async def setup_call(carrier: Carrier, translator: Translator) -> CallUnderLoad:
     """Place one call and wait until both its sessions are configured and both legs started.
 
-    Calls are set up one at a time: the bridge opens a call's two sessions before it dials the
-    agent, so the two sessions configured before the agent's dial are this call's.
+    Calls are set up one at a time, so the next two sessions configured are this call's: one
+    process opens them before it dials the agent; several instances (REDIS_URL) open each
+    where its speaker's stream lands, so both legs connect before they are waited for.
     """
     caller, caller_twiml = await carrier.place_call()
     agent_sid, agent_twiml = await asyncio.wait_for(carrier.dialled.get(), SETUP_TIMEOUT_S)
-    sessions = [
-        await asyncio.wait_for(translator.configured.get(), SETUP_TIMEOUT_S) for _ in range(2)
-    ]
-    by_language = {s.language: s for s in sessions}
     agent = carrier.legs[agent_sid]
     carrier.agent_of[caller.call_sid] = agent_sid
     await carrier.connect(caller, caller_twiml)
     await carrier.connect(agent, agent_twiml)
+    sessions = [
+        await asyncio.wait_for(translator.configured.get(), SETUP_TIMEOUT_S) for _ in range(2)
+    ]
+    by_language = {s.language: s for s in sessions}
     return CallUnderLoad(caller, agent, by_language["en"], by_language["es"])
 
 
@@ -199,13 +202,17 @@ async def run_load(
     log_dir: Path,
     profile: bool = False,
     root: Path = ROOT,
+    redis_url: str | None = None,
+    instances: int = 1,
 ) -> Result:
     translator = Translator()
     await translator.start()
-    public = f"http://127.0.0.1:{bridge_port}"
-    carrier = Carrier(
-        Router(public, [public], AUTH_TOKEN), ACCOUNT_SID, CALLER_NUMBER, BRIDGE_NUMBER
-    )
+    ports = [bridge_port] + [free_port() for _ in range(instances - 1)]
+    # Several instances (REDIS_URL): Twilio is told a balancer's address where nobody listens,
+    # and the Router spreads every request (webhooks, streams) over the instances in turn.
+    public = f"http://127.0.0.1:{bridge_port if instances == 1 else free_port()}"
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    carrier = Carrier(Router(public, urls, AUTH_TOKEN), ACCOUNT_SID, CALLER_NUMBER, BRIDGE_NUMBER)
     await carrier.start()
     env = {
         "ENGINE": "openai",
@@ -218,25 +225,32 @@ async def run_load(
         "TRANSCRIPTION_MODEL": "off",
         "AGENT_MACHINE_DETECTION": "off",
     }
+    if instances > 1:
+        assert redis_url is not None
+        shared_db = f"sqlite:///{log_dir / f'calls-shared-{bridge_port}.sqlite3'}"
+        env.update({"REDIS_URL": redis_url, "PUBLIC_BASE_URL": public, "DATABASE_URL": shared_db})
     if profile:
         # bench/profiling/sitecustomize.py samples the worker's threads (py-spy cannot attach
         # here); results go to PROFILE_OUT.<worker pid>.
         env["PYTHONPATH"] = str(Path(__file__).resolve().parent / "profiling")
         env["BENCH_PROFILE_OUT"] = str(log_dir / f"profile-n{n}")
     try:
-        with bridge_at(root, bridge_port, env, log_dir) as bridge:
-            return await measure(n, seconds, bridge, carrier, translator)
+        with ExitStack() as stack:
+            bridges = [stack.enter_context(bridge_at(root, p, env, log_dir)) for p in ports]
+            return await measure(n, seconds, bridges, carrier, translator)
     finally:
         await carrier.close()
         await translator.close()
 
 
 async def measure(
-    n: int, seconds: float, bridge: BridgeProcess, carrier: Carrier, translator: Translator
+    n: int, seconds: float, bridges: list[BridgeProcess], carrier: Carrier, translator: Translator
 ) -> Result:
-    pid = bridge.worker_pid()
+    """CPU, memory and threads are the sum over the bridges' workers (one, unless
+    ``--instances``)."""
+    pids = [bridge.worker_pid() for bridge in bridges]
     await asyncio.sleep(1.0)
-    idle_rss = proc_status(pid, "VmRSS")
+    idle_rss = sum(proc_status(pid, "VmRSS") for pid in pids)
     calls = []
     for _ in range(n):
         call = await setup_call(carrier, translator)
@@ -244,12 +258,12 @@ async def measure(
         calls.append(call)
     await asyncio.sleep(WARMUP_S)
     start = time.monotonic()
-    cpu0, gen0 = proc_cpu_s(pid), time.process_time()
+    cpu0, gen0 = sum(proc_cpu_s(pid) for pid in pids), time.process_time()
     await asyncio.sleep(seconds)
     end = time.monotonic()
-    cpu1, gen1 = proc_cpu_s(pid), time.process_time()
-    rss = proc_status(pid, "VmRSS")
-    threads = proc_status(pid, "Threads")
+    cpu1, gen1 = sum(proc_cpu_s(pid) for pid in pids), time.process_time()
+    rss = sum(proc_status(pid, "VmRSS") for pid in pids)
+    threads = sum(proc_status(pid, "Threads") for pid in pids)
     await asyncio.sleep(SETTLE_S)
     for call in calls:
         await carrier.hang_up(call.caller)
@@ -416,8 +430,8 @@ def main() -> None:
         "--instances",
         type=int,
         default=1,
-        help="bridge instances to spread requests over (only 1 until call state is shared; "
-        "see Router in bench/load_peers.py)",
+        help="bridge instances to spread requests over, sharing calls through a Redis "
+        "(TEST_REDIS_URL, else a throwaway redis-server; see Router in bench/load_peers.py)",
     )
     parser.add_argument(
         "--baseline",
@@ -425,8 +439,8 @@ def main() -> None:
         help="also run the bridge of this commit, alternating with this tree's for each N",
     )
     args = parser.parse_args()
-    if args.instances != 1:
-        parser.error("--instances > 1 needs call state shared across instances (a later issue)")
+    if args.instances < 1:
+        parser.error("--instances: at least 1")
     counts = [1, 25] if args.quick else [int(c) for c in args.calls.split(",")]
     seconds = 10.0 if args.quick else args.seconds
     print(header("Load"), end="\n\n")
@@ -437,6 +451,10 @@ def main() -> None:
     )
     print(LEGEND, end="\n\n")
     log_dir = Path(tempfile.mkdtemp(prefix="bench-load-"))
+    services = ExitStack()
+    redis = services.enter_context(redis_url()) if args.instances > 1 else None
+    if args.instances > 1:
+        print(f"{args.instances} instances sharing calls through Redis, requests taking turns\n")
     trees = [("", ROOT)]
     if args.baseline:
         trees.insert(0, (f"{args.baseline} ", extract(args.baseline)))
@@ -446,7 +464,11 @@ def main() -> None:
     for n in counts:
         broke = True
         for label, root in trees:
-            result = asyncio.run(run_load(n, seconds, free_port(), log_dir, args.profile, root))
+            result = asyncio.run(
+                run_load(
+                    n, seconds, free_port(), log_dir, args.profile, root, redis, args.instances
+                )
+            )
             result.label = label
             print(row(result), flush=True)
             broke = broke and bool(result.broke)
@@ -459,6 +481,7 @@ def main() -> None:
             f"\nwarning: the generator sent frames more than {GENERATOR_LATE_MS:.0f} ms late "
             "(p99): the machine was too busy for these latencies to be the bridge's alone"
         )
+    services.close()
     print(f"\n{footer()}; bridge logs in {log_dir}")
 
 

@@ -34,15 +34,31 @@ def build_engine(settings: Settings, metrics: Metrics) -> Engine:
     return engines.build(settings, metrics)
 
 
+def build_control(settings: Settings, metrics: Metrics, hub: EventHub) -> CallControl:
+    """One process's call control; with REDIS_URL, one instance of several (bridge/cluster.py)."""
+    rest, engine = TwilioRest(settings), build_engine(settings, metrics)
+    if settings.redis_url is None:
+        return CallControl(settings, rest, engine, metrics, hub)
+    import redis
+
+    from bridge.cluster import ClusterCallControl
+
+    # The socket timeout outlasts the longest blocking read (the readers block 0.5 s).
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=5, socket_timeout=10, health_check_interval=30
+    )
+    control = ClusterCallControl(settings, rest, engine, metrics, hub, client=client)
+    control.start()
+    return control
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the bridge. Settings come from the environment unless given (tests)."""
     settings = settings if settings is not None else Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)
     metrics = Metrics()
     hub = EventHub()  # call events for the store and the live console
-    control = CallControl(
-        settings, TwilioRest(settings), build_engine(settings, metrics), metrics, hub
-    )
+    control = build_control(settings, metrics, hub)
     _controls.add(control)
 
     app = Flask(__name__)

@@ -36,6 +36,8 @@ EndReason = Literal[
     "stream_rejected",
     "time_limit",
     "shutdown",
+    # Several instances (REDIS_URL): the instance holding the other leg went away.
+    "instance_lost",
 ]
 # A long call produces many small fragments; keep the newest (persistence is a later issue).
 MAX_TRANSCRIPT_FRAGMENTS = 50_000
@@ -71,6 +73,7 @@ class Call:
         metrics: Metrics,
         leg_config: LegConfig | None = None,
         publish: Callable[[CallEvent], None] | None = None,
+        leg_factory: Callable[[Role], CallLeg] | None = None,
     ) -> None:
         self.sid = caller_sid
         self.caller_number = caller_number
@@ -80,10 +83,10 @@ class Call:
         self.log = call_logger(__name__, caller_sid, "call")
         self.lock = threading.Lock()
         self.started_at = time.monotonic()
-        self.legs: dict[Role, CallLeg] = {
-            "caller": CallLeg(caller_sid, "caller", metrics, leg_config),
-            "agent": CallLeg(caller_sid, "agent", metrics, leg_config),
-        }
+        # Several instances (bridge/cluster.py) pass legs that send what this instance does
+        # not hold to the instance that does.
+        make_leg = leg_factory or (lambda role: CallLeg(caller_sid, role, metrics, leg_config))
+        self.legs: dict[Role, CallLeg] = {"caller": make_leg("caller"), "agent": make_leg("agent")}
         self.sessions: dict[Direction, TranslationSession] = {}
         self.agent_sid: str | None = None
         self.agent_sid_known = threading.Event()

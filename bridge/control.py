@@ -187,20 +187,13 @@ class CallControl:
                 if active >= s.max_concurrent_calls:
                     call = None
                 else:
-                    call = Call(
-                        caller_sid=caller_sid,
-                        caller_number=caller_number,
-                        dialled_number=dialled_number,
-                        caller_language=language,
-                        agent_language=agent_language,
-                        metrics=self._metrics,
-                        leg_config=LegConfig.from_settings(s),
-                        publish=self.hub.publish,
+                    call = self._new_call(
+                        caller_sid, caller_number, dialled_number, language, agent_language
                     )
                     self._by_sid[caller_sid] = call
         if call is None:
             return self._decline(caller_sid, "all_busy", language)
-        if is_new:
+        if is_new and self._admitted(call):
             # Twilio may retry a slow webhook; a retry gets the same TwiML and no second dial.
             self._metrics.calls_started.inc()
             self._metrics.active_calls.inc()
@@ -228,6 +221,30 @@ class CallControl:
         greeting = self._prompts.prompt("connecting", call.caller_language)
         return connect_stream(s.stream_url(MEDIA_PATH), caller_sid, "caller", greeting)
 
+    def _new_call(
+        self,
+        caller_sid: str,
+        caller_number: str,
+        dialled_number: str,
+        caller_language: str,
+        agent_language: str,
+    ) -> Call:
+        return Call(
+            caller_sid=caller_sid,
+            caller_number=caller_number,
+            dialled_number=dialled_number,
+            caller_language=caller_language,
+            agent_language=agent_language,
+            metrics=self._metrics,
+            leg_config=LegConfig.from_settings(self._settings),
+            publish=self.hub.publish,
+        )
+
+    def _admitted(self, call: Call) -> bool:
+        """A new call was admitted here; False if it must not be set up (several instances:
+        another instance admitted it already)."""
+        return True
+
     @property
     def _lead(self) -> str:
         return self._settings.lead_language
@@ -253,17 +270,7 @@ class CallControl:
     def _setup(self, call: Call) -> None:
         s = self._settings
         try:
-            # Sessions open now, while the caller hears the greeting and the agent's phone
-            # rings, so nobody's first words are lost to connection set-up.
-            directions: tuple[tuple[Direction, str], ...] = (
-                ("caller_to_agent", call.agent_language),
-                ("agent_to_caller", call.caller_language),
-            )
-            for direction, language in directions:
-                spec = SessionSpec(call.sid, direction, language)
-                session = self._engine.session(spec, _DirectionSink(self, call, direction))
-                call.sessions[direction] = session
-                session.start()
+            self._open_sessions(call)
             agent_twiml = connect_stream(
                 s.stream_url(MEDIA_PATH), call.sid, "agent", self._whisper(call)
             )
@@ -298,7 +305,30 @@ class CallControl:
             self._quietly(call, "cancel the agent", lambda: self._rest.hang_up(agent_sid, False))
             return
         call.log.info("agent leg %s dialled", agent_sid)
+        self._agent_dialled(call, agent_sid)
         self.hub.publish(AgentDialled(call.sid, agent_sid, self._settings.agent_number, _utcnow()))
+
+    def _open_sessions(self, call: Call) -> None:
+        # Sessions open now, while the caller hears the greeting and the agent's phone
+        # rings, so nobody's first words are lost to connection set-up.
+        directions: tuple[tuple[Direction, str], ...] = (
+            ("caller_to_agent", call.agent_language),
+            ("agent_to_caller", call.caller_language),
+        )
+        for direction, language in directions:
+            self._open_session(call, direction, language)
+
+    def _open_session(self, call: Call, direction: Direction, language: str) -> None:
+        # The speaker's language is the other direction's output (engines that take a source
+        # language, e.g. Bland and the prompted realtime model, need it).
+        speaker = call.caller_language if direction == "caller_to_agent" else call.agent_language
+        spec = SessionSpec(call.sid, direction, language, speaker)
+        session = self._engine.session(spec, _DirectionSink(self, call, direction))
+        call.sessions[direction] = session
+        session.start()
+
+    def _agent_dialled(self, call: Call, agent_sid: str) -> None:
+        """The agent's CallSid is known (several instances share it)."""
 
     def _whisper(self, call: Call) -> Prompt:
         """What the agent hears first: an interpreted call, and the caller's language."""

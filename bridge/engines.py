@@ -89,6 +89,18 @@ ENGINES: dict[str, EngineEntry] = {
             OPENAI_TRANSLATE_LANGUAGES,
         ),
         EngineEntry(
+            "openai-realtime",
+            "bridge.openai_realtime_engine",
+            "OpenAI realtime voice model (gpt-realtime) prompted as a strict interpreter",
+            None,
+        ),
+        EngineEntry(
+            "auto",
+            "bridge.auto_engine",
+            "per direction: openai where it speaks the listener's language, else openai-realtime",
+            None,
+        ),
+        EngineEntry(
             "soniox",
             "bridge.soniox_engine",
             "Soniox real-time translation (text), spoken by OpenAI's streaming speech API",

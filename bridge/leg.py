@@ -23,7 +23,7 @@ from bridge.logs import call_logger
 from bridge.metrics import Metrics
 from bridge.mixer import db_to_gain, echo_likeness, scale
 from bridge.playout import ClearOut, Frame, Playout
-from bridge.resample import Downsampler24kTo8k
+from bridge.resample import RATE_16K_HZ, Downsampler16kTo8k, Downsampler24kTo8k
 from bridge.settings import Settings
 from bridge.twilio_media import clear_message, mark_message, media_messages
 
@@ -111,6 +111,7 @@ class CallLeg:
         self._mic_checked = 0  # samples since the last check
         self._echo_like = True
         self._downsampler = Downsampler24kTo8k()
+        self._downsampler16 = Downsampler16kTo8k()  # engines that speak 16 kHz (Bland pcm16)
         self._resample_lock = threading.Lock()
         self._ws: MediaSocket | None = None
         self._stream_sid: str | None = None
@@ -142,7 +143,7 @@ class CallLeg:
         return True
 
     def play(self, audio: Pcm16, received_at: float) -> None:
-        """Queue translated audio (24 kHz from the engine, or 8 kHz from relay) for this party.
+        """Queue translated audio (24 or 16 kHz from an engine, 8 kHz as is) for this party.
 
         Two engine sessions can deliver at once (the old one flushing while its replacement
         starts), so the stateful resampler is used under its own lock.
@@ -152,6 +153,8 @@ class CallLeg:
                 samples = self._downsampler.process(audio.samples)
             elif audio.rate_hz == TWILIO_RATE_HZ:
                 samples = audio.samples
+            elif audio.rate_hz == RATE_16K_HZ:
+                samples = self._downsampler16.process(audio.samples)
             else:
                 raise ValueError(f"cannot play {audio.rate_hz} Hz audio")
         with self._cond:

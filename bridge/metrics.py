@@ -52,6 +52,14 @@ class Metrics:
             ["event"],
             registry=r,
         )
+        # Several instances (REDIS_URL): translated audio sent by the instance running the
+        # session to the one holding the listener's socket, from send to read.
+        self.fabric_hop = Histogram(
+            "bridge_fabric_hop_seconds",
+            "Translated audio's hop through Redis to the instance holding the listener's leg",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.frames_sent = Counter(
             "bridge_frames_sent", "20 ms frames written to Twilio", ["leg"], registry=r
         )

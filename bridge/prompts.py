@@ -29,6 +29,7 @@ PromptName = Literal[
     "not_allowed",
     "time_limit",
     "shutdown",
+    "instance_lost",
     "agent_whisper",
     "menu_option",
     "menu_retry",

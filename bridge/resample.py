@@ -1,4 +1,5 @@
-"""Streaming 3:1 resamplers between Twilio's 8 kHz and the engine's 24 kHz PCM16.
+"""Streaming resamplers between Twilio's 8 kHz and the engines' 24 kHz (3:1, both ways) and
+16 kHz (2:1, down only) PCM16.
 
 Each audio stream owns one resampler per direction; the resampler keeps the filter history (and,
 downwards, the phase remainder) so that feeding 20 ms frames gives the same samples as feeding
@@ -49,6 +50,13 @@ UPSAMPLE_DELAY_MS: Final = 1000.0 * UPSAMPLE_DELAY_SAMPLES / ENGINE_RATE_HZ
 DOWNSAMPLE_DELAY_SAMPLES: Final = (_CENTRE_24K - (RATIO - 1)) // RATIO  # at 8 kHz
 DOWNSAMPLE_DELAY_MS: Final = 1000.0 * DOWNSAMPLE_DELAY_SAMPLES / TWILIO_RATE_HZ
 
+# 16 kHz (some vendors' output): the same band edges at 16 kHz need ~76 taps for ~88 dB with
+# beta 9; 79 (odd: linear phase, a whole-sample delay of 39 at 16 kHz). Output m is aligned
+# with input 2m + 1, so the delay is (39 - 1) / 2 = 19 samples at 8 kHz.
+RATE_16K_HZ: Final = 16000
+FILTER_16K_TAPS: Final = 79
+DOWNSAMPLE_16K_DELAY_MS: Final = 1000.0 * ((FILTER_16K_TAPS - 1) // 2 - 1) / 2 / TWILIO_RATE_HZ
+
 _INT16_MIN: Final = -32768
 _INT16_MAX: Final = 32767
 
@@ -72,7 +80,6 @@ _UP_TAPS: Final = _design_upsampling_filter()
 # h[3(P - 1 - i) + r], and one matrix product computes all three output phases of every input.
 _UP_MATRIX: Final = np.ascontiguousarray(_UP_TAPS.reshape(TAPS_PER_PHASE, RATIO)[::-1])
 _DOWN_TAPS_REVERSED: Final = np.ascontiguousarray(_UP_TAPS[::-1] / RATIO)
-_DOWN_WINDOW: Final = len(_DOWN_TAPS_REVERSED)
 
 
 def _to_int16(values: Floats) -> Samples:
@@ -136,46 +143,74 @@ class Upsampler8kTo24k:
         return Pcm16(self.process(audio.samples), self.out_rate_hz)
 
 
-class Downsampler24kTo8k:
-    """24 kHz to 8 kHz, stateful: after ``t`` input samples in total, ``t // 3`` have come out.
+class _Decimator:
+    """Down to 8 kHz by a whole ratio, stateful: after ``t`` input samples in total,
+    ``t // ratio`` have come out.
 
-    Inputs not yet a multiple of three are kept for the next call (the phase remainder), so any
-    chunk length works; every output that the input so far determines is returned at once.
+    Inputs not yet a multiple of the ratio are kept for the next call (the phase remainder), so
+    any chunk length works; every output that the input so far determines is returned at once.
     """
 
-    in_rate_hz: Final = ENGINE_RATE_HZ
+    in_rate_hz: int
     out_rate_hz: Final = TWILIO_RATE_HZ
+    _ratio: int
+    _taps_reversed: Floats
 
     def __init__(self) -> None:
         self._pending: Floats = self._silence()
 
-    @staticmethod
-    def _silence() -> Floats:
-        # Zero history such that the first full window ends at input 2: output m then depends
-        # on inputs up to 3m + 2, which is what makes total out == total in // 3.
-        return np.zeros(_DOWN_WINDOW - RATIO)
+    def _silence(self) -> Floats:
+        # Zero history such that the first full window ends at input ratio - 1: output m then
+        # depends on inputs up to ratio * m + ratio - 1, so total out == total in // ratio.
+        return np.zeros(len(self._taps_reversed) - self._ratio)
 
     def reset(self) -> None:
         """Forget the history and the phase remainder, as at the start of a new stream."""
         self._pending = self._silence()
 
     def process(self, samples: Samples) -> Samples:
-        """Downsample one chunk of any length; delay is ``DOWNSAMPLE_DELAY_MS``."""
+        """Downsample one chunk of any length."""
         _check_mono(samples)
+        ratio, window = self._ratio, len(self._taps_reversed)
         pending = np.concatenate((self._pending, samples.astype(np.float64)))
-        count = (len(pending) - _DOWN_WINDOW) // RATIO + 1
+        count = (len(pending) - window) // ratio + 1
         if count <= 0:
             self._pending = pending
             return np.zeros(0, dtype=np.int16)
-        # Polyphase decimation: only every third window, i.e. only the outputs kept, is
+        # Polyphase decimation: only every ratio-th window, i.e. only the outputs kept, is
         # computed; the strided view copies nothing.
-        windows = _windows(pending, _DOWN_WINDOW, count, RATIO)
-        self._pending = pending[RATIO * count :]
+        windows = _windows(pending, window, count, ratio)
+        self._pending = pending[ratio * count :]
         # np.dot, not @: on a strided view it skips a contiguous copy (about 2x faster here).
-        return _to_int16(np.dot(windows, _DOWN_TAPS_REVERSED))
+        return _to_int16(np.dot(windows, self._taps_reversed))
 
     def process_pcm(self, audio: Pcm16) -> Pcm16:
         """:meth:`process` on the internal audio type, checking its rate."""
         if audio.rate_hz != self.in_rate_hz:
             raise ValueError(f"expected {self.in_rate_hz} Hz audio, got {audio.rate_hz} Hz")
         return Pcm16(self.process(audio.samples), self.out_rate_hz)
+
+
+class Downsampler24kTo8k(_Decimator):
+    """24 kHz to 8 kHz (3:1); delay is ``DOWNSAMPLE_DELAY_MS``."""
+
+    in_rate_hz = ENGINE_RATE_HZ
+    _ratio = RATIO
+    _taps_reversed = _DOWN_TAPS_REVERSED
+
+
+def _design_16k_filter() -> Floats:
+    """The same telephone-band low-pass designed at 16 kHz, unity DC gain (symmetric)."""
+    cutoff = 2 * CUTOFF_HZ / RATE_16K_HZ  # as a fraction of the 16 kHz Nyquist frequency
+    n = np.arange(FILTER_16K_TAPS) - (FILTER_16K_TAPS - 1) // 2
+    taps = cutoff * np.sinc(cutoff * n) * np.kaiser(FILTER_16K_TAPS, KAISER_BETA)
+    return np.ascontiguousarray((taps / taps.sum())[::-1])
+
+
+class Downsampler16kTo8k(_Decimator):
+    """16 kHz to 8 kHz (2:1), for vendors that speak 16 kHz; delay is
+    ``DOWNSAMPLE_16K_DELAY_MS``."""
+
+    in_rate_hz = RATE_16K_HZ
+    _ratio = 2
+    _taps_reversed = _design_16k_filter()

@@ -21,6 +21,7 @@ from sqlalchemy.exc import ArgumentError
 
 from bridge import engines
 from bridge.engines import OPENAI_TRANSLATE_LANGUAGES as OPENAI_OUTPUT_LANGUAGES
+from bridge.glossary import DEFAULT_GLOSSARY_FILE, GlossaryFileError, load_glossary
 from bridge.languages import DEFAULT_LANGUAGES_FILE, LanguageFileError
 from bridge.prompts import DEFAULT_PROMPTS_FILE, PromptBook, PromptFileError, load_prompts
 
@@ -80,10 +81,16 @@ class Settings:
     agent_machine_detection: bool = True
     languages_file: Path = DEFAULT_LANGUAGES_FILE
     prompts_file: Path = DEFAULT_PROMPTS_FILE
+    # Terms engines with a glossary keep or translate a given way (bridge/glossary.py).
+    glossary_file: Path = DEFAULT_GLOSSARY_FILE
     # Call records and the admin API (bridge/store.py, bridge/api.py). Kept out of repr: the
     # URL may carry a database password, and the token is a secret.
     database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
     admin_token: str | None = field(default=None, repr=False)
+    # Several instances: shared call state and cross-instance audio (docs/scaling.md). None
+    # keeps everything in this process, as a single host needs. Out of repr: it may hold a
+    # password.
+    redis_url: str | None = field(default=None, repr=False)
 
     @property
     def public_host(self) -> str:
@@ -303,8 +310,10 @@ def _parse(env: Mapping[str, str]) -> Settings:
         agent_machine_detection=_switch(env, "AGENT_MACHINE_DETECTION", default=True),
         languages_file=langs.languages_file,
         prompts_file=langs.prompts_file,
+        glossary_file=_glossary_file(env),
         database_url=_database_url(env),
         admin_token=_admin_token(env),
+        redis_url=_redis_url(env),
     )
 
 
@@ -339,6 +348,16 @@ def _database_url(env: Mapping[str, str]) -> str:
     return url.render_as_string(hide_password=False)
 
 
+def _redis_url(env: Mapping[str, str]) -> str | None:
+    raw = _get(env, "REDIS_URL")
+    if raw is None:
+        return None
+    if urlsplit(raw).scheme not in ("redis", "rediss", "unix"):
+        # Not echoed: it may contain a password.
+        raise ConfigError("REDIS_URL: not a Redis URL (redis://host:6379/0, rediss://, unix://)")
+    return raw
+
+
 def _admin_token(env: Mapping[str, str]) -> str | None:
     token = _get(env, "ADMIN_TOKEN")
     if token is not None and len(token) < ADMIN_TOKEN_MIN_CHARS:
@@ -363,6 +382,16 @@ class _LanguageSettings:
 def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
     raw = _get(env, name)
     return default if raw is None else Path(raw).expanduser().resolve()
+
+
+def _glossary_file(env: Mapping[str, str]) -> Path:
+    """GLOSSARY_FILE, parsed now so a bad glossary stops start-up, not the first call."""
+    path = _path(env, "GLOSSARY_FILE", DEFAULT_GLOSSARY_FILE)
+    try:
+        load_glossary(path)
+    except GlossaryFileError as exc:
+        raise ConfigError(f"GLOSSARY_FILE: {exc}") from None
+    return path
 
 
 def _switch(env: Mapping[str, str], name: str, *, default: bool) -> bool:

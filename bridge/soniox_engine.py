@@ -19,7 +19,6 @@ sent (a request reopening) is held, the newest ``HOLD_MS`` at most, and sent whe
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
@@ -32,6 +31,7 @@ from openai import OpenAI
 from bridge import soniox_tts_wire
 from bridge.audio import TWILIO_RATE_HZ, Pcm16
 from bridge.engine import SessionListener, SessionSpec, TranslationSession
+from bridge.glossary import DEFAULT_GLOSSARY_FILE, GlossaryFileError, load_glossary
 from bridge.held_audio import HeldAudio
 from bridge.logs import call_logger
 from bridge.metrics import Metrics
@@ -65,8 +65,6 @@ KEEPALIVE_AFTER_S = 10.0
 FINISH_WAIT_S = 5.0
 SPEECH_WAIT_S = 10.0
 _POLL_S = 0.05
-# Until the engine core's bridge/glossary.py reaches main: the same file, read minimally.
-DEFAULT_GLOSSARY_FILE = Path(__file__).resolve().parent.parent / "config" / "glossary.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +103,6 @@ def config_from_env(env: Mapping[str, str]) -> SonioxConfig:
         if not ws_urls[name].startswith(("wss://", "ws://")):
             raise ConfigError(f"{name}: {ws_urls[name]!r} is not a ws:// or wss:// URL")
     glossary = Path(get("GLOSSARY_FILE") or DEFAULT_GLOSSARY_FILE)
-    load_terms(glossary, "en", "es")  # a bad file stops start-up here, not mid-call
     model, voice = TTS_DEFAULTS[tts]
     return SonioxConfig(
         api_key=get("SONIOX_API_KEY"),
@@ -121,26 +118,15 @@ def config_from_env(env: Mapping[str, str]) -> SonioxConfig:
 
 
 def load_terms(path: Path, source: str, target: str) -> tuple[TranslationTerm, ...]:
-    """``translation_terms`` for one direction from the glossary file (absent: none).
-
-    Shape: ``{"terms": [{"keep": term} | {language: term, ...}]}``; ``keep`` terms stay as they
-    are, others map the speaker's form to the listener's.
-    """
+    """``translation_terms`` for one direction from the glossary (bridge/glossary.py; the
+    settings checked the file at start-up). An absent file means no terms."""
     if not path.is_file():
         return ()
     try:
-        entries = json.loads(path.read_text(encoding="utf-8")).get("terms", [])
-    except (OSError, ValueError, AttributeError) as exc:
-        raise ConfigError(f"GLOSSARY_FILE: {path} is not a glossary ({exc})") from None
-    terms: list[TranslationTerm] = []
-    for entry in entries if isinstance(entries, list) else []:
-        if not isinstance(entry, dict):
-            raise ConfigError(f"GLOSSARY_FILE: {path}: every term must be an object")
-        if isinstance(entry.get("keep"), str):
-            terms.append(TranslationTerm(entry["keep"], entry["keep"]))
-        elif isinstance(entry.get(source), str) and isinstance(entry.get(target), str):
-            terms.append(TranslationTerm(entry[source], entry[target]))
-    return tuple(dict.fromkeys(terms))
+        pairs = load_glossary(path).terms(source, target)
+    except GlossaryFileError as exc:
+        raise ConfigError(f"GLOSSARY_FILE: {exc}") from None
+    return tuple(TranslationTerm(said, heard) for said, heard in pairs)
 
 
 def build(settings: Settings, metrics: Metrics) -> SonioxEngine:

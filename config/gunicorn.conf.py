@@ -2,10 +2,13 @@
 
 Why it is shaped like this:
 
-* ``workers = 1``: a call's two legs (the caller's and the agent's Media Stream) arrive as two
-  separate WebSocket requests, and both must meet the same in-memory call state. With several
-  worker processes they could land in different processes. Until call state is shared across
-  processes (a later issue), one process serves everything.
+* ``workers``: a call's two legs (the caller's and the agent's Media Stream) arrive as two
+  separate WebSocket requests, and its status callbacks as others; any of them may land in any
+  worker process. Without ``REDIS_URL`` call state lives in one process's memory, so there is
+  exactly one worker (``BRIDGE_WORKERS`` / ``WEB_CONCURRENCY`` above 1 are refused with a
+  warning). With ``REDIS_URL`` each worker is an instance of the cluster (docs/scaling.md) and
+  ``BRIDGE_WORKERS`` (else ``WEB_CONCURRENCY``, else 1) sets how many: about one per CPU core,
+  since a worker's audio work is bounded by its GIL (docs/scaling.md has the figures).
 * ``worker_class = "gthread"`` with many threads: each Media Stream WebSocket holds one request
   thread for the whole call (flask-sock is thread-based), so a call needs two threads plus a
   few for webhooks. ``BRIDGE_THREADS`` (default 256) therefore caps concurrent calls at roughly
@@ -38,8 +41,30 @@ except ConfigError as _exc:
     sys.stderr.write(f"configuration error: {_exc}\n")
     sys.exit(2)
 
+
+def _workers() -> int:
+    name = "BRIDGE_WORKERS" if os.environ.get("BRIDGE_WORKERS") else "WEB_CONCURRENCY"
+    raw = os.environ.get(name, "").strip() or "1"
+    if not raw.isdigit() or not 1 <= int(raw) <= 64:
+        sys.stderr.write(f"configuration error: {name}: {raw!r} is not a number of workers 1..64\n")
+        sys.exit(2)
+    if int(raw) > 1 and _settings.redis_url is None:
+        sys.stderr.write(
+            f"warning: {name}={raw} ignored, running 1 worker: without REDIS_URL a call's legs "
+            "must meet in one process (see docs/scaling.md)\n"
+        )
+        return 1
+    return int(raw)
+
+
 bind = f"0.0.0.0:{_settings.port}"
-workers = 1
+workers = _workers()
+if _settings.redis_url is not None and _settings.database_url.startswith("sqlite"):
+    # One SQLite file serves the workers of one host (WAL); hosts do not share it.
+    sys.stderr.write(
+        "warning: REDIS_URL with SQLite call records: fine for several workers on one host; "
+        "several hosts need DATABASE_URL=postgresql://...\n"
+    )
 worker_class = "gthread"
 threads = int(os.environ.get("BRIDGE_THREADS", "256"))
 timeout = 30

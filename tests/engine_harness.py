@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class StandInSession(Protocol):
@@ -43,3 +43,13 @@ class EngineHarness(Protocol):
 
     def refusing(self) -> AbstractContextManager[None]:
         """While entered, new sessions are refused the way the vendor refuses a bad key."""
+
+
+@runtime_checkable
+class TimedHarness(Protocol):
+    """A harness whose stand-in also tells when it sent each piece of translated audio, so
+    ``bench/engines.py`` can measure what the bridge adds (sent → ``on_audio``)."""
+
+    def output_sent_at(self) -> list[float]:
+        """``time.monotonic()`` at which each translated-audio message was sent, oldest first
+        (one message per ``on_audio`` call of the engine)."""

@@ -15,6 +15,7 @@ from tests.engine_harness import EngineHarness, StandInSession
 from tests.fakes.audio import ENGINE_RATE_HZ
 from tests.fakes.bland import FakeBland
 from tests.fakes.gpt_translator import FakeGptTranslator
+from tests.fakes.openai_realtime import FakeRealtimeServer, RealtimeSession
 from tests.fakes.openai_session import FakeSession
 from tests.fakes.openai_speech import FakeSpeechServer
 from tests.fakes.openai_translate import FakeTranslationServer
@@ -58,6 +59,9 @@ class OpenAITranslateHarness:
     def drop_all(self) -> None:
         self.server.drop_all(None)
 
+    def output_sent_at(self) -> list[float]:
+        return sorted(t for s in self.server.sessions for _, t in s.sent_deltas)
+
     @contextmanager
     def refusing(self) -> Iterator[None]:
         self.server.api_key = "sk-another-key"
@@ -71,6 +75,60 @@ class OpenAITranslateHarness:
 def openai_translate() -> Iterator[EngineHarness]:
     with FakeTranslationServer() as server:
         yield OpenAITranslateHarness(server)
+
+
+class _RealtimeSession:
+    def __init__(self, session: RealtimeSession) -> None:
+        self._session = session
+
+    @property
+    def received_ms(self) -> float:
+        rate = self._session.input_rate_hz
+        return 1000.0 * len(self._session.audio_snapshot()) / 2 / rate
+
+    @property
+    def ended_cleanly(self) -> bool:
+        # No session.close in this protocol: the client closes the socket normally (1000).
+        return self._session.ended_cleanly
+
+
+class OpenAIRealtimeHarness(OpenAITranslateHarness):
+    """``ENGINE=openai-realtime`` (or ``auto``, which also uses the translation endpoint)
+    against :class:`FakeRealtimeServer`, which serves both endpoints on one port."""
+
+    def __init__(self, server: FakeRealtimeServer, name: str, **env: str) -> None:
+        super().__init__(server)
+        self.server: FakeRealtimeServer = server
+        self.name = name
+        self._env = env
+
+    def env(self) -> Mapping[str, str]:
+        return {**super().env(), "ENGINE": self.name, **self._env}
+
+    def sessions(self) -> list[StandInSession]:
+        both: list[tuple[float, StandInSession]] = [
+            (s.connected_at, _OpenAITranslateSession(s)) for s in self.server.sessions
+        ]
+        both.extend((s.connected_at, _RealtimeSession(s)) for s in self.server.realtime_sessions)
+        return [session for _, session in sorted(both, key=lambda pair: pair[0])]
+
+    def output_sent_at(self) -> list[float]:
+        realtime = [t for s in self.server.realtime_sessions for _, t in s.sent_deltas]
+        return sorted([*super().output_sent_at(), *realtime])
+
+
+@contextmanager
+def openai_realtime() -> Iterator[EngineHarness]:
+    server = FakeRealtimeServer()
+    with server:
+        yield OpenAIRealtimeHarness(server, "openai-realtime")
+
+
+@contextmanager
+def openai_auto() -> Iterator[EngineHarness]:
+    server = FakeRealtimeServer()
+    with server:
+        yield OpenAIRealtimeHarness(server, "auto")
 
 
 class SonioxHarness:
@@ -216,6 +274,8 @@ def gpt_translator() -> Iterator[EngineHarness]:
 # and yields the harness.
 HARNESSES: dict[str, Callable[[], AbstractContextManager[EngineHarness]]] = {
     "openai": openai_translate,
+    "openai-realtime": openai_realtime,
+    "auto": openai_auto,
     "soniox": soniox,
     "soniox+soniox-tts": soniox_tts,
     "bland": bland,

@@ -197,6 +197,8 @@ def test_a_dropped_connection_is_recovered_without_losing_speech(harness: Engine
     session, heard = open_session(harness)
     try:
         speak(session, 1.0)
+        # A pause, as in any call (the line carries silence): turn-based engines speak here.
+        speak(session, 0.6, voiced=False)
         heard.wait("translated audio", lambda: heard.audio)
         harness.drop_all()
         dropped_at = time.monotonic()

@@ -8,6 +8,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 from bridge.audio import Pcm16, ulaw_to_pcm16
 from bridge.leg import CallLeg, LegConfig
@@ -89,6 +90,21 @@ def test_relay_audio_at_8k_passes_without_resampling() -> None:
     leg.play(ulaw_to_pcm16(ulaw), time.monotonic())
     assert wait_until(lambda: len(ws.media()) == len(ulaw))
     assert ws.media().replace(b"\x7f", b"\xff") == ulaw.replace(b"\x7f", b"\xff")
+    leg.close()
+
+
+def test_16k_audio_is_resampled_and_other_rates_are_refused() -> None:
+    ws = RecordingSocket()
+    leg = CallLeg("CAtest", "caller", Metrics())
+    leg.attach(ws, "MZtest")
+    t = np.arange(3200)  # 200 ms at 16 kHz (a vendor speaking 16 kHz PCM16, e.g. Bland)
+    leg.play(Pcm16((12000 * np.sin(2 * np.pi * 500 * t / 16000)).astype(np.int16), 16000), 0.0)
+    assert wait_until(lambda: len(ws.media()) >= 1600)
+    heard = ulaw_to_pcm16(ws.media()).samples
+    spectrum = np.abs(np.fft.rfft(heard[400:1600].astype(np.float64)))
+    assert np.argmax(spectrum) * 8000 / 1200 == 500  # the tone, at 8 kHz
+    with pytest.raises(ValueError, match="48000 Hz"):
+        leg.play(Pcm16(np.zeros(480, np.int16), 48000), 0.0)
     leg.close()
 
 

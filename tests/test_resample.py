@@ -16,16 +16,19 @@ from numpy.typing import NDArray
 from bridge import resample
 from bridge.audio import ENGINE_RATE_HZ, TWILIO_RATE_HZ, Pcm16
 from bridge.resample import (
+    DOWNSAMPLE_16K_DELAY_MS,
     DOWNSAMPLE_DELAY_MS,
     DOWNSAMPLE_DELAY_SAMPLES,
+    RATE_16K_HZ,
     UPSAMPLE_DELAY_MS,
     UPSAMPLE_DELAY_SAMPLES,
+    Downsampler16kTo8k,
     Downsampler24kTo8k,
     Upsampler8kTo24k,
 )
 
 Samples = NDArray[np.int16]
-Resampler = Upsampler8kTo24k | Downsampler24kTo8k
+Resampler = Upsampler8kTo24k | Downsampler24kTo8k | Downsampler16kTo8k
 
 # The acceptance floor is 60 dB; the design gives ~88 dB at the 4.6 kHz edge and more beyond,
 # so 80 dB catches a regression well before it would matter.
@@ -283,3 +286,39 @@ def test_process_pcm_checks_and_converts_rates() -> None:
 def test_rejects_multichannel_input(make: Callable[[], Resampler]) -> None:
     with pytest.raises(ValueError, match="mono"):
         make().process(np.zeros((160, 2), dtype=np.int16))
+
+
+# --- 16 kHz → 8 kHz (vendors that speak 16 kHz) ---------------------------------------------
+
+
+@pytest.mark.parametrize("freq_hz", [4600, 5000, 6000, 7000, 7900])
+def test_16k_downsampling_rejects_aliases(freq_hz: int) -> None:
+    out = Downsampler16kTo8k().process(tone(freq_hz, RATE_16K_HZ, 1.2))
+    worst_db = 20 * np.log10(
+        max(amplitude_spectrum(steady_second(out, TWILIO_RATE_HZ)).max(), 1e-12) / AMPLITUDE
+    )
+    assert worst_db < -MIN_REJECTION_DB
+
+
+@pytest.mark.parametrize("freq_hz", [100, 300, 1000, 2000, 3000, 3400])
+def test_16k_passband_is_flat(freq_hz: int) -> None:
+    out = Downsampler16kTo8k().process(tone(freq_hz, RATE_16K_HZ, 1.2))
+    assert abs(level_db(steady_second(out, TWILIO_RATE_HZ), freq_hz)) < PASSBAND_TOLERANCE_DB
+
+
+@pytest.mark.parametrize("chunk_sizes", CHUNKINGS)
+def test_16k_chunked_equals_one_shot_and_holds_nothing_back(chunk_sizes: list[int]) -> None:
+    samples = white_noise(24001)
+    one_shot = Downsampler16kTo8k().process(samples)
+    chunked = feed(Downsampler16kTo8k(), samples, chunk_sizes)
+    assert len(chunked) == len(one_shot) == len(samples) // 2
+    assert np.abs(chunked.astype(np.int32) - one_shot.astype(np.int32)).max() <= 1
+
+
+def test_16k_delay_matches_the_constant() -> None:
+    impulse = np.zeros(400, dtype=np.int16)
+    impulse[200] = 20000  # at 16 kHz: 100 samples at 8 kHz
+    out = Downsampler16kTo8k().process(impulse)
+    peak = int(np.argmax(np.abs(out.astype(np.int32))))
+    assert 1000 * (peak - 100) / TWILIO_RATE_HZ == pytest.approx(DOWNSAMPLE_16K_DELAY_MS, abs=0.07)
+    assert Downsampler16kTo8k().process_pcm(Pcm16(impulse, RATE_16K_HZ)).rate_hz == 8000

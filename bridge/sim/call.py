@@ -72,6 +72,9 @@ class Carrier(Protocol):
     def post_status(self, call: SimCall, status: str) -> None:
         """Queue a signed status callback for ``call``."""
 
+    def routed(self, kind: str, url: str) -> str:
+        """Where a request Twilio signs for ``url`` is really sent (a load balancer's pick)."""
+
     def post_async(
         self, url: str, method: str, params: Mapping[str, str], kind: str = "callback"
     ) -> None:
@@ -478,6 +481,7 @@ class SimCall:
         behaviour = self.behaviour
         client = MediaStreamClient(
             spec.url,
+            connect_url=self._carrier.routed(f"stream:{self.label}", spec.url),
             auth_token=self._carrier.auth_token,
             account_sid=self._carrier.account_sid,
             call_sid=self.sid,

@@ -95,6 +95,10 @@ class TwilioSim:
         self.gather_wait_scale = gather_wait_scale
         self.default_dial = DialBehaviour()
         self.dial_behaviours: dict[str, DialBehaviour] = {}
+        # A load balancer in front of several bridges: (kind, url) → the URL really requested,
+        # for kinds "voice", "status", "twiml", "amd", "callback", "stream:caller",
+        # "stream:agent". Requests stay signed for the URL Twilio was given. None: to ``url``.
+        self.router: Callable[[str, str], str] | None = None
         # Fault injection: every POST …/Calls.json fails with this error while it is set.
         self.create_failure: RestError | None = None
         self.webhooks: list[WebhookRecord] = []
@@ -220,6 +224,7 @@ class TwilioSim:
         url = path if path.startswith(("http://", "https://")) else self.bridge_url + path
         if method == "GET":
             url = requests.Request("GET", url, params=dict(params)).prepare().url or url
+        target = self.routed(kind, url)
         signed_params: Mapping[str, str] = {} if method == "GET" else params
         headers = {
             "User-Agent": "TwilioProxy/1.1",
@@ -234,7 +239,7 @@ class TwilioSim:
         try:
             response = requests.request(
                 method,
-                url,
+                target,
                 data=None if method == "GET" else dict(params),
                 headers=headers,
                 timeout=_HTTP_TIMEOUT_S,
@@ -252,6 +257,10 @@ class TwilioSim:
             )
         )
         return response
+
+    def routed(self, kind: str, url: str) -> str:
+        """The URL a request for ``url`` really goes to (see ``router``)."""
+        return url if self.router is None else self.router(kind, url)
 
     # -- Carrier (used by calls) ---------------------------------------------------------------
     def _call_params(

@@ -87,7 +87,9 @@ def bridge_environment(
 @contextmanager
 def running_bridge(env: Mapping[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """The bridge under gunicorn until the block ends; healthy (``/healthz``) on entry."""
-    url = env["PUBLIC_BASE_URL"]
+    # The process's own port, not PUBLIC_BASE_URL: behind a balancer (several instances)
+    # the public URL is the balancer's, not this process's.
+    url = f"http://127.0.0.1:{env['PORT']}"
     with log_path.open("wb") as log_file:
         # Every setting the demo depends on is given here, and real variables win over a
         # .env in the checkout, so one left there cannot point the demo at a real account.

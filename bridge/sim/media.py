@@ -95,6 +95,7 @@ class MediaStreamClient:
         self,
         url: str,
         *,
+        connect_url: str | None = None,
         auth_token: str,
         account_sid: str,
         call_sid: str,
@@ -108,6 +109,8 @@ class MediaStreamClient:
         # Twilio drops a query string from the stream URL; data must travel as <Parameter>s.
         self.url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
         self.dropped_query = parts.query
+        # Signed for ``url`` (what Twilio was told), sent to ``connect_url`` (behind a balancer).
+        self.connect_url = self.url if connect_url is None else connect_url
         self.auth_token = auth_token
         self.account_sid = account_sid
         self.call_sid = call_sid
@@ -143,7 +146,7 @@ class MediaStreamClient:
         headers = {"X-Twilio-Signature": sign(self.auth_token, self.url, {})}
         try:
             self._ws = connect(
-                self.url,
+                self.connect_url,
                 additional_headers=headers,
                 open_timeout=timeout,
                 close_timeout=2,

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pydantic
 from openai.types.realtime import (
@@ -38,6 +39,7 @@ _MEMBER_BY_TYPE: dict[str, str] = {
 }
 
 JsonObject = dict[str, Any]
+E = TypeVar("E")
 
 
 class ClientEventError(Exception):
@@ -71,6 +73,17 @@ def unknown_parameters(model: pydantic.BaseModel, path: str = "") -> list[str]:
 
 def parse_client_event(raw: str | bytes) -> RealtimeTranslationClientEvent:
     """Parse and validate one client message; raise :class:`ClientEventError` if invalid."""
+    return validate_client_event(raw, _CLIENT_EVENT_ADAPTER, _MEMBER_BY_TYPE)
+
+
+def validate_client_event(
+    raw: str | bytes,
+    adapter: pydantic.TypeAdapter[E],
+    member_by_type: dict[str, str],
+    check: Callable[[JsonObject, str | None], None] = lambda data, event_id: None,
+) -> E:
+    """Parse one client message and validate it against the SDK union ``adapter`` whose
+    members, by ``type``, are ``member_by_type``; ``check`` may refuse more (raise)."""
     if isinstance(raw, bytes):
         raise ClientEventError("invalid_type", "Binary frames are not supported; send JSON text.")
     try:
@@ -81,23 +94,25 @@ def parse_client_event(raw: str | bytes) -> RealtimeTranslationClientEvent:
         raise ClientEventError("invalid_type", "Expected a JSON object.")
     client_event_id = data.get("event_id") if isinstance(data.get("event_id"), str) else None
     event_type = data.get("type")
-    if not isinstance(event_type, str) or event_type not in _MEMBER_BY_TYPE:
-        supported = ", ".join(repr(t) for t in _MEMBER_BY_TYPE)
+    if not isinstance(event_type, str) or event_type not in member_by_type:
+        supported = ", ".join(repr(t) for t in member_by_type)
         raise ClientEventError(
             "invalid_value",
             f"Invalid value: {event_type!r}. Supported values are: {supported}.",
             "type",
             client_event_id,
         )
+    check(data, client_event_id)
     try:
-        event = _CLIENT_EVENT_ADAPTER.validate_python(data)
+        event = adapter.validate_python(data)
     except pydantic.ValidationError as exc:
-        member = _MEMBER_BY_TYPE[event_type]
+        member = member_by_type[event_type]
         errors = [e for e in exc.errors() if e["loc"] and e["loc"][0] == member] or exc.errors()
         first = errors[0]
         param = ".".join(str(part) for part in first["loc"][1:]) or None
         code = "missing_required_parameter" if first["type"] == "missing" else "invalid_value"
         raise ClientEventError(code, first["msg"], param, client_event_id) from exc
+    assert isinstance(event, pydantic.BaseModel)
     unknown = unknown_parameters(event)
     if unknown:
         raise ClientEventError(

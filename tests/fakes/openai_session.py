@@ -28,6 +28,8 @@ FRAME_MS = 200
 FRAME_SAMPLES = 24000 * FRAME_MS // 1000  # 4800 samples of 24 kHz PCM16
 FRAME_BYTES = FRAME_SAMPLES * 2
 _JOIN_TIMEOUT_S = 5.0
+# Translated audio out: the translation endpoint's and the realtime voice endpoint's.
+AUDIO_DELTA_TYPES = frozenset({"session.output_audio.delta", "response.output_audio.delta"})
 _POLL_S = 0.25
 
 
@@ -210,7 +212,7 @@ class FakeSession:
                 sent_at = time.monotonic()
                 with self._lock:
                     self.sent_events.append((sent_at, item.event))
-                    if item.event.get("type") == "session.output_audio.delta":
+                    if item.event.get("type") in AUDIO_DELTA_TYPES:
                         self.sent_deltas.append((str(item.event["event_id"]), sent_at))
                 self._connection.send(json.dumps(item.event))
         except ConnectionClosed:

@@ -21,6 +21,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -145,6 +146,9 @@ class ToneTranslator(TranslationScript):
 
 class FakeTranslationServer:
     """The WebSocket server. Use as a context manager or call ``start()``/``stop()``."""
+
+    # The endpoints served (a subclass may serve more on the same port).
+    paths: tuple[str, ...] = (TRANSLATION_PATH,)
 
     def __init__(
         self, script: TranslationScript | None = None, *, api_key: str | None = None
@@ -279,7 +283,7 @@ class FakeTranslationServer:
         if self.refuse_status is not None:
             return self._reject(connection, self.refuse_status, "Service unavailable.", None)
         url = urlsplit(request.path)
-        if url.path != TRANSLATION_PATH:
+        if url.path not in self.paths:
             return self._reject(connection, 404, f"Invalid URL (GET {url.path})", None)
         auth = request.headers.get("Authorization", "")
         key = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else ""
@@ -301,15 +305,32 @@ class FakeTranslationServer:
         assert request is not None
         model = parse_qs(urlsplit(request.path).query)["model"][0]
         session = FakeSession(connection, model, dict(request.headers.raw_items()))
-        session.start_writer()
         with self._changed:
             self._sessions.append(session)
             self._changed.notify_all()
-        session.send(wire.session_event("session.created", session.session_json()))
+        self._serve(
+            connection,
+            session,
+            wire.session_event("session.created", session.session_json()),
+            lambda message: self._on_message(session, message),
+            lambda: self.script.on_connect(session),
+        )
+
+    @staticmethod
+    def _serve(
+        connection: ServerConnection,
+        session: FakeSession,
+        created: dict[str, Any],
+        on_message: Callable[[str | bytes], None],
+        on_connect: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Run one connection: greet, read until it closes, record how it ended."""
+        session.start_writer()
+        session.send(created)
         try:
-            self.script.on_connect(session)
+            on_connect()
             for message in connection:
-                self._on_message(session, message)
+                on_message(message)
         except ConnectionClosed:
             pass  # abnormal close; recorded below
         finally:

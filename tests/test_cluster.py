@@ -1,0 +1,304 @@
+"""Calls whose parts land on different instances (REDIS_URL; bridge/cluster.py).
+
+Real bridges under gunicorn share a real Redis on loopback and one call store; the Twilio
+stand-in's balancer sends the voice webhook, each leg's Media Stream and each status callback
+to the instance the test picks. Without REDIS_URL nothing here runs: the rest of the suite is
+the single-process bridge, unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from bench.load import run_load
+from bridge.prompts import prompt
+from bridge.settings import ConfigError, Settings
+from tests.bridge_process import ROOT, free_port
+from tests.call_helpers import (
+    BRIDGE_NUMBER,
+    CALLER_NUMBER,
+    LEAD_IN_S,
+    agent_of,
+    heard_seconds,
+    speech,
+    tone_ulaw,
+    wait_streaming,
+)
+from tests.cluster_calls import Cluster, Plan, cluster_stack, kill_instance
+from tests.fakes.audio import (
+    AGENT_EN_8K_MULAW,
+    CALLER_ES_8K_MULAW,
+    dominant_frequency,
+    load_wav,
+    ulaw_to_pcm16,
+)
+from tests.fakes.openai_translate import FakeTranslationServer, tone_for
+from tests.fakes.twilio import DialBehaviour, FakeCall
+from tests.redis_server import redis_url
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def redis_for_tests() -> Iterator[str]:
+    with redis_url() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def trio(
+    tmp_path_factory: pytest.TempPathFactory,
+    redis_for_tests: str,
+    openai_fake: FakeTranslationServer,
+) -> Iterator[Cluster]:
+    with cluster_stack(tmp_path_factory.mktemp("trio"), 3, redis_for_tests, openai_fake) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def pair(
+    tmp_path_factory: pytest.TempPathFactory,
+    redis_for_tests: str,
+    openai_fake: FakeTranslationServer,
+) -> Iterator[Cluster]:
+    with cluster_stack(tmp_path_factory.mktemp("pair"), 2, redis_for_tests, openai_fake) as c:
+        yield c
+
+
+def started_on(cluster: Cluster, call: FakeCall) -> int:
+    """The instance whose log says it took this call's stream."""
+    assert call.stream is not None
+    line = f"stream {call.stream.stream_sid} started"
+    deadline = time.monotonic() + 5
+    while not (found := [i for i, b in enumerate(cluster.bridges) if line in b.log()]):
+        assert time.monotonic() < deadline, "no instance took the stream"
+        time.sleep(0.05)
+    assert len(found) == 1, f"stream started on {found}"
+    return found[0]
+
+
+def interpreted_call(cluster: Cluster, plan: Plan) -> None:
+    """A whole call, routed as ``plan`` says: both parties hear the other's translation,
+    the caller hangs up, the agent's leg is ended, every instance lets go, one record."""
+    cluster.route(plan)
+    twilio = cluster.twilio
+    twilio.default_dial = DialBehaviour(audio=speech(AGENT_EN_8K_MULAW, LEAD_IN_S + 0.5))
+    caller = twilio.place_call(speech(CALLER_ES_8K_MULAW), from_=CALLER_NUMBER, to=BRIDGE_NUMBER)
+    agent = agent_of(twilio, caller)
+    wait_streaming(twilio, caller, agent)
+    assert started_on(cluster, caller) == plan["stream:caller"]
+    assert started_on(cluster, agent) == plan["stream:agent"]
+
+    caller_speech_s = len(load_wav(CALLER_ES_8K_MULAW)[2]) / 8000
+    time.sleep(LEAD_IN_S + caller_speech_s + 1.0)
+    agent_heard = ulaw_to_pcm16(agent.heard_ulaw())
+    caller_heard = ulaw_to_pcm16(caller.heard_ulaw())
+    assert len(agent_heard) > 8000 and len(caller_heard) > 8000
+    assert abs(dominant_frequency(agent_heard, 8000) - tone_for("en")) < 10
+    assert abs(dominant_frequency(caller_heard, 8000) - tone_for("es")) < 10
+    assert caller.violations == [] and agent.violations == []
+
+    caller.hangup()
+    assert agent.wait_ended(10), "the agent leg was not ended"
+    assert caller.said == [prompt("connecting", "es").text]
+    cluster.wait_idle()
+    record = cluster.record(caller.sid)
+    assert record.summary.end_reason in ("caller_hung_up", "agent_hung_up")
+    assert record.summary.agent_sid == agent.sid
+    assert record.summary.caller_language == "es"  # written by the home instance
+    assert {s.direction for s in record.segments} == {"caller_to_agent", "agent_to_caller"}
+    kinds = {kind for kind, _ in cluster.sent_to}
+    assert {"voice", "status", "stream:caller", "stream:agent"} <= kinds
+
+
+def test_a_call_across_three_instances(trio: Cluster) -> None:
+    """Webhook on A, the caller's stream on B, the agent's on C, callbacks taking turns."""
+    plan: Plan = {
+        "voice": 0,
+        "stream:caller": 1,
+        "stream:agent": 2,
+        "status": (2, 0, 1),
+        "amd": 1,
+        "twiml": 0,
+    }
+    interpreted_call(trio, plan)
+    statuses = {i for kind, i in trio.sent_to if kind == "status"}
+    assert statuses == {0, 1, 2}, "status callbacks reached every instance"
+
+
+def test_every_key_expires(trio: Cluster, redis_for_tests: str) -> None:
+    """Whatever the instances left in Redis expires on its own: no zombie calls."""
+    client = redis.Redis.from_url(redis_for_tests)
+    keys = list(client.scan_iter("bridge:*"))
+    assert any(k.startswith(b"bridge:instance:") for k in keys), keys
+    assert any(k.startswith(b"bridge:end:") for k in keys), "the call above left its claim"
+    forever = [k for k in keys if client.ttl(k) == -1]
+    assert forever == [], f"keys without a TTL: {forever}"
+    client.close()
+
+
+def test_a_call_across_two_instances(pair: Cluster) -> None:
+    """Webhook and the caller's stream on A, the agent's stream and the callbacks on B."""
+    interpreted_call(pair, {"voice": 0, "stream:caller": 0, "stream:agent": 1, "status": 1})
+
+
+def test_an_instance_lost_mid_call(pair: Cluster) -> None:
+    """The instance holding the agent's leg dies: the caller hears why, the call ends, and
+    the record says so. (Runs last in this module: it kills one of the pair.)"""
+    pair.route({"voice": 0, "stream:caller": 0, "stream:agent": 1, "status": 0, "amd": 0})
+    twilio = pair.twilio
+    twilio.default_dial = DialBehaviour(audio=tone_ulaw(30))
+    caller = twilio.place_call(tone_ulaw(30), from_=CALLER_NUMBER, to=BRIDGE_NUMBER)
+    agent = agent_of(twilio, caller)
+    wait_streaming(twilio, caller, agent)
+    time.sleep(1.0)
+    killed_at = time.monotonic()
+    kill_instance(pair.bridges[1])
+
+    assert agent.wait_ended(10), "Twilio ends the leg whose socket dropped"
+    assert caller.wait_ended(15), "the surviving leg was not ended"
+    assert caller.said[-1] == prompt("instance_lost", "es").text
+    assert time.monotonic() - killed_at < 12
+    record = pair.record(caller.sid)
+    assert record.summary.end_reason == "instance_lost"
+    assert "stopped" in record.summary.end_detail
+    pair.wait_idle()
+
+
+def test_an_instance_lost_with_the_callbacks_it_was_sent(
+    tmp_path: Path, redis_for_tests: str, openai_fake: FakeTranslationServer
+) -> None:
+    """The dead instance was also the one Twilio's callbacks went to: nobody hears that the
+    agent's leg ended; the caller's instance sees its peer's heartbeat stop instead."""
+    with cluster_stack(tmp_path, 2, redis_for_tests, openai_fake) as cluster:
+        cluster.route({"voice": 0, "stream:caller": 0, "stream:agent": 1, "status": 1, "amd": 1})
+        twilio = cluster.twilio
+        twilio.default_dial = DialBehaviour(audio=tone_ulaw(30))
+        caller = twilio.place_call(tone_ulaw(30), from_=CALLER_NUMBER, to=BRIDGE_NUMBER)
+        agent = agent_of(twilio, caller)
+        wait_streaming(twilio, caller, agent)
+        assert started_on(cluster, agent) == 1
+        time.sleep(1.0)
+        killed_at = time.monotonic()
+        kill_instance(cluster.bridges[1])
+
+        assert caller.wait_ended(15), "the surviving leg was not ended"
+        assert caller.said[-1] == prompt("instance_lost", "es").text
+        assert time.monotonic() - killed_at < 12
+        assert cluster.record(caller.sid).summary.end_reason == "instance_lost"
+        cluster.wait_idle()
+
+
+def test_a_rolling_restart_loses_no_call_that_fits_in_the_grace_period(
+    tmp_path: Path, redis_for_tests: str, openai_fake: FakeTranslationServer
+) -> None:
+    """SIGTERM to the instance holding the agent's leg: the call goes on through the grace
+    period and ends as its parties end it; the instance then exits by itself."""
+    env = {"SHUTDOWN_GRACE_SECONDS": "8"}
+    with cluster_stack(tmp_path, 2, redis_for_tests, openai_fake, env) as cluster:
+        cluster.route({"voice": 0, "stream:caller": 0, "stream:agent": 1, "status": 0})
+        twilio = cluster.twilio
+        twilio.default_dial = DialBehaviour(audio=tone_ulaw(30))
+        caller = twilio.place_call(tone_ulaw(30), from_=CALLER_NUMBER, to=BRIDGE_NUMBER)
+        agent = agent_of(twilio, caller)
+        wait_streaming(twilio, caller, agent)
+        assert started_on(cluster, agent) == 1  # bound there, not only on its way
+        time.sleep(0.5)
+        leaving = cluster.bridges[1]
+        leaving.proc.send_signal(signal.SIGTERM)
+        heard = heard_seconds(agent)
+        time.sleep(2.0)
+        assert heard_seconds(agent) > heard + 1.5, "the leaving instance stopped its leg"
+        assert not caller.ended.is_set()
+
+        caller.hangup()
+        assert agent.wait_ended(10) and caller.wait_ended(5)
+        assert prompt("shutdown", "es").text not in caller.said
+        assert prompt("shutdown", "en").text not in agent.said
+        assert cluster.record(caller.sid).summary.end_reason == "caller_hung_up"
+        assert leaving.proc.wait(timeout=15) == 0, "it left once its last call ended"
+
+
+def test_several_workers_on_one_host(
+    tmp_path: Path, redis_for_tests: str, openai_fake: FakeTranslationServer
+) -> None:
+    """BRIDGE_WORKERS=2 behind one port: requests land on either worker, as the kernel picks."""
+    with cluster_stack(
+        tmp_path, 1, redis_for_tests, openai_fake, {"BRIDGE_WORKERS": "2"}
+    ) as cluster:
+        log = cluster.bridges[0].log
+        assert cluster.twilio.wait_for(lambda: log().count("cluster: instance") == 2, 10), log()
+        interpreted_call(cluster, {"voice": 0, "stream:caller": 0, "stream:agent": 0})
+
+
+def test_redis_url_is_checked_and_never_shown() -> None:
+    base = {
+        "PUBLIC_BASE_URL": "https://bridge.example.com",
+        "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+        "TWILIO_AUTH_TOKEN": "token",
+        "AGENT_NUMBER": "+15551230000",
+        "ENGINE": "relay",
+    }
+    assert Settings.from_env(base, env_file=None).redis_url is None
+    url = "redis://:s3cret@redis.internal:6379/0"
+    s = Settings.from_env({**base, "REDIS_URL": url}, env_file=None)
+    assert s.redis_url == url and "s3cret" not in repr(s)
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**base, "REDIS_URL": "http://:s3cret@x"}, env_file=None)
+    assert str(info.value).startswith("REDIS_URL: ") and "s3cret" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "workers", "warning"),
+    [
+        ({}, 1, False),
+        ({"BRIDGE_WORKERS": "3"}, 1, True),  # no REDIS_URL: legs must meet in one process
+        ({"BRIDGE_WORKERS": "3", "REDIS_URL": "redis://127.0.0.1:1/0"}, 3, False),
+        ({"WEB_CONCURRENCY": "2", "REDIS_URL": "redis://127.0.0.1:1/0"}, 2, False),
+    ],
+)
+def test_gunicorn_runs_several_workers_only_with_redis(
+    env: dict[str, str], workers: int, warning: bool
+) -> None:
+    full = {
+        "PATH": os.environ.get("PATH", ""),
+        "PUBLIC_BASE_URL": "https://bridge.example.com",
+        "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+        "TWILIO_AUTH_TOKEN": "token",
+        "AGENT_NUMBER": "+15551230000",
+        "ENGINE": "relay",
+        "DATABASE_URL": "postgresql://u:p@127.0.0.1:1/db",
+        **env,
+    }
+    code = "import runpy; print(runpy.run_path('config/gunicorn.conf.py')['workers'])"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=full,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert int(done.stdout.split()[-1]) == workers
+    assert ("ignored, running 1 worker" in done.stderr) == warning
+
+
+def test_the_load_bench_spreads_over_two_instances(tmp_path: Path, redis_for_tests: str) -> None:
+    """bench/load.py --instances 2 measures calls whose requests take turns between two
+    instances (so the benchmark of several instances cannot silently rot)."""
+    result = asyncio.run(
+        run_load(1, 3.0, free_port(), tmp_path, redis_url=redis_for_tests, instances=2)
+    )
+    assert result.lat_in_own and result.lat_out, "no audio measured both ways"
+    assert result.expected > 0 and result.heard > 0
