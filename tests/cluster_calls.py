@@ -100,9 +100,12 @@ def cluster_stack(
     env: Mapping[str, str] | None = None,
 ) -> Iterator[Cluster]:
     """``n`` bridges (gunicorn, the Procfile's command) sharing Redis and the call records:
-    ``TEST_DATABASE_URL`` (PostgreSQL in CI) if set, else one SQLite file on this host."""
+    ``TEST_CLUSTER_DATABASE_URL`` (PostgreSQL in CI; not the store tests' database, whose
+    tables they drop, maybe while these run in another worker) if set, else one SQLite file."""
     public = f"http://127.0.0.1:{free_port()}"  # the balancer's address: nobody listens
-    database_url = os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{log_dir / 'calls.sqlite3'}"
+    database_url = (
+        os.environ.get("TEST_CLUSTER_DATABASE_URL") or f"sqlite:///{log_dir / 'calls.sqlite3'}"
+    )
     with FakeTwilio(ACCOUNT_SID, AUTH_TOKEN, public) as twilio, ExitStack() as stack:
         shared = {
             "PUBLIC_BASE_URL": public,
