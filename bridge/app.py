@@ -16,6 +16,7 @@ from bridge import engines
 from bridge.control import MEDIA_PATH, CallControl
 from bridge.engine import Engine
 from bridge.events import EventHub
+from bridge.inline_ws import NoReaderThread
 from bridge.logs import configure_logging
 from bridge.media_stream import MediaStreamHandler
 from bridge.metrics import Metrics
@@ -70,6 +71,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         # No pings: Twilio streams a frame every 20 ms, which proves liveness, and its Media
         # Streams docs promise nothing about answering pings (a missed pong would drop a call).
         "ping_interval": None,
+        # The request thread reads its socket itself: no reader thread per Media Stream
+        # (bridge/inline_ws.py).
+        "thread_class": NoReaderThread,
     }
     app.extensions["bridge.settings"] = settings
     app.extensions["bridge.control"] = control

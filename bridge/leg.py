@@ -9,6 +9,7 @@ outbound stream and guards it with its own lock.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from bridge.mixer import db_to_gain, echo_likeness, scale
 from bridge.playout import ClearOut, Frame, Playout
 from bridge.resample import RATE_16K_HZ, Downsampler16kTo8k, Downsampler24kTo8k
 from bridge.settings import Settings
-from bridge.twilio_media import clear_message, mark_message, media_message
+from bridge.twilio_media import clear_message, mark_message, media_messages
 
 Role = Literal["caller", "agent"]
 JOIN_TIMEOUT_S = 2.0
@@ -117,6 +118,8 @@ class CallLeg:
         self._writer: threading.Thread | None = None
         self._closing = False
         self._close_code: int | None = None
+        # When the writer, asleep on ``_cond``, will wake by itself (-inf while it is awake).
+        self._wake_at = -math.inf
         self.marks_heard = 0
         # Told when a translated chunk began to be heard (monotonic time), from mark echoes.
         self.on_heard: Callable[[float], None] | None = None
@@ -179,11 +182,21 @@ class CallLeg:
 
     def hear_other_party(self, audio: Pcm16) -> None:
         """The other party's own voice, to be mixed quietly under the translation."""
+        now = self._clock()
         with self._cond:
             if self._closing:
                 return
             self._playout.push_passthrough(audio.samples)
-            self._cond.notify()
+            # Wake the writer only if this frame is due before it wakes anyway. While
+            # translation plays the writer is paced by it and mixes whatever passthrough
+            # waits: a wakeup for every 20 ms of the other party's voice was a thread switch
+            # per frame for nothing.
+            if self._wake_at <= now:
+                self._cond.notify()
+            else:
+                wait = self._playout.next_wake(now)
+                if wait is not None and now + wait < self._wake_at:
+                    self._cond.notify()
 
     def guard_input(self, audio: Pcm16) -> Pcm16:
         """This party's microphone audio, attenuated while our translation may be echoing in it.
@@ -248,20 +261,24 @@ class CallLeg:
         ws, stream_sid = self._ws, self._stream_sid
         assert ws is not None and stream_sid is not None
         frames = self._metrics.frames_sent.labels(self.role)
+        media_message = media_messages(stream_sid)
         try:
             while True:
                 with self._cond:
                     while not self._closing:
-                        out, wait = self._playout.due(self._clock())
+                        now = self._clock()
+                        out, wait = self._playout.due(now)
                         if out:
                             break
+                        self._wake_at = math.inf if wait is None else now + wait
                         self._cond.wait(wait)
+                        self._wake_at = -math.inf
                     if self._closing:
                         return
                 for item in out:
                     if isinstance(item, Frame):
                         ulaw = pcm16_to_ulaw(Pcm16(item.pcm, TWILIO_RATE_HZ))
-                        ws.send(media_message(stream_sid, ulaw))
+                        ws.send(media_message(ulaw))
                         frames.inc()
                     elif isinstance(item, ClearOut):
                         ws.send(clear_message(stream_sid))

@@ -14,6 +14,7 @@ from typing import Any
 from bridge.audio import TWILIO_RATE_HZ, ulaw_to_pcm16
 from bridge.call import Call
 from bridge.control import CallControl, StreamRejected
+from bridge.inline_ws import finish, receive
 from bridge.leg import Role
 from bridge.metrics import Metrics
 from bridge.twilio_media import (
@@ -54,7 +55,7 @@ class MediaStreamHandler:
         deadline = time.monotonic() + START_TIMEOUT_S
         try:
             while True:
-                raw = self._ws.receive(timeout=RECEIVE_POLL_S)
+                raw = receive(self._ws, RECEIVE_POLL_S)
                 # Checked on every frame, not only when idle: chatter without a `start` (even
                 # well-formed `connected` events) must not hold a thread forever.
                 if self._call is None and time.monotonic() > deadline:
@@ -70,7 +71,10 @@ class MediaStreamHandler:
             if type(exc).__name__ != "ConnectionClosed":
                 log.exception("media stream handler failed")
         finally:
-            self._finish()
+            try:
+                self._finish()
+            finally:
+                finish(self._ws)
 
     def _handle(self, raw: str | bytes) -> bool:
         """Handle one frame; False when the stream is over."""

@@ -200,7 +200,7 @@ class Playout:
             if translated is not None:
                 self._translated_until = self._play_end
                 self._account(now, out)
-        return out, self._next_wake(now)
+        return out, self.next_wake(now)
 
     def _translation_ready(self, now: float, with_passthrough: bool) -> bool:
         return len(self._buf) >= FRAME_SAMPLES or bool(
@@ -247,7 +247,8 @@ class Playout:
                 self._marks.pop(next(iter(self._marks)))
             out.append(MarkOut(name))
 
-    def _next_wake(self, now: float) -> float | None:
+    def next_wake(self, now: float) -> float | None:
+        """How long after ``now`` something will be due (None: nothing until more input)."""
         ahead = self._play_end - now
         if len(self._buf) >= FRAME_SAMPLES:
             return max(0.0, ahead + FRAME_S - self._max_ahead) + 0.001

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,6 +196,21 @@ def media_message(stream_sid: str, ulaw: bytes) -> str:
         {"event": "media", "streamSid": stream_sid, "media": {"payload": payload}},
         separators=(",", ":"),
     )
+
+
+def media_messages(stream_sid: str) -> Callable[[bytes], str]:
+    """:func:`media_message` for one stream, built without ``json.dumps`` per frame.
+
+    The leg writer sends 50 of these a second per leg; only the payload changes, and base64
+    needs no JSON escaping, so the rest is serialised once. Same text as ``media_message``.
+    """
+    head = json.dumps({"event": "media", "streamSid": stream_sid}, separators=(",", ":"))
+    head = head[:-1] + ',"media":{"payload":"'
+
+    def message(ulaw: bytes) -> str:
+        return head + base64.b64encode(ulaw).decode("ascii") + '"}}'
+
+    return message
 
 
 def mark_message(stream_sid: str, name: str) -> str:

@@ -20,6 +20,7 @@ from bridge.twilio_media import (
     clear_message,
     mark_message,
     media_message,
+    media_messages,
     parse_message,
 )
 
@@ -144,3 +145,9 @@ def test_payload_bound_is_exact() -> None:
     assert isinstance(parse_message(media_json(b"\x00" * MAX_MEDIA_PAYLOAD_BYTES)), Media)
     with pytest.raises(MediaProtocolError, match="too large"):
         parse_message(media_json(b"\x00" * (MAX_MEDIA_PAYLOAD_BYTES + 1)))
+
+
+@pytest.mark.parametrize("sid", ["MZ0123456789abcdef0123456789abcdef", 'odd "sid" \\ é'])
+@pytest.mark.parametrize("ulaw", [b"", bytes(range(160)), b"\xff" * 7])
+def test_per_stream_media_messages_are_media_message(sid: str, ulaw: bytes) -> None:
+    assert media_messages(sid)(ulaw) == media_message(sid, ulaw)
