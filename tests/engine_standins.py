@@ -25,6 +25,18 @@ from tests.fakes.soniox_tts import FakeSonioxTts
 SONIOX_KEY = "soniox-test-key-5b1e"
 
 
+@contextmanager
+def _swapped(stand_in: object, attribute: str, value: object) -> Iterator[None]:
+    """A stand-in's setting changed while entered (a wrong key: new sessions are refused the
+    vendor's way), then put back as it was."""
+    before = getattr(stand_in, attribute)
+    setattr(stand_in, attribute, value)
+    try:
+        yield
+    finally:
+        setattr(stand_in, attribute, before)
+
+
 class _OpenAITranslateSession:
     def __init__(self, session: FakeSession) -> None:
         self._session = session
@@ -62,13 +74,8 @@ class OpenAITranslateHarness:
     def output_sent_at(self) -> list[float]:
         return sorted(t for s in self.server.sessions for _, t in s.sent_deltas)
 
-    @contextmanager
-    def refusing(self) -> Iterator[None]:
-        self.server.api_key = "sk-another-key"
-        try:
-            yield
-        finally:
-            self.server.api_key = None
+    def refusing(self) -> AbstractContextManager[None]:
+        return _swapped(self.server, "api_key", "sk-another-key")
 
 
 @contextmanager
@@ -167,13 +174,8 @@ class SonioxHarness:
     def drop_all(self) -> None:
         self.soniox.drop_all()
 
-    @contextmanager
-    def refusing(self) -> Iterator[None]:
-        self.soniox.api_key = "another-soniox-key"
-        try:
-            yield
-        finally:
-            self.soniox.api_key = SONIOX_KEY
+    def refusing(self) -> AbstractContextManager[None]:
+        return _swapped(self.soniox, "api_key", "another-soniox-key")
 
 
 @contextmanager
@@ -216,13 +218,8 @@ class BlandHarness:
     def drop_all(self) -> None:
         self.server.drop_all()
 
-    @contextmanager
-    def refusing(self) -> Iterator[None]:
-        self.server.api_key = "another-key"
-        try:
-            yield
-        finally:
-            self.server.api_key = BLAND_KEY
+    def refusing(self) -> AbstractContextManager[None]:
+        return _swapped(self.server, "api_key", "another-key")
 
 
 @contextmanager
@@ -255,13 +252,8 @@ class GptTranslatorHarness:
     def drop_all(self) -> None:
         self.server.drop_all()
 
-    @contextmanager
-    def refusing(self) -> Iterator[None]:
-        self.server.refuse = True
-        try:
-            yield
-        finally:
-            self.server.refuse = False
+    def refusing(self) -> AbstractContextManager[None]:
+        return _swapped(self.server, "refuse", True)
 
 
 @contextmanager
