@@ -5,7 +5,7 @@ Why it is shaped like this:
 * ``workers``: a call's two legs (the caller's and the agent's Media Stream) arrive as two
   separate WebSocket requests, and its status callbacks as others; any of them may land in any
   worker process. Without ``REDIS_URL`` call state lives in one process's memory, so there is
-  exactly one worker (``BRIDGE_WORKERS`` / ``WEB_CONCURRENCY`` above 1 are refused with a
+  exactly one worker (``BRIDGE_WORKERS`` / ``WEB_CONCURRENCY`` above 1 are ignored with a
   warning). With ``REDIS_URL`` each worker is an instance of the cluster (docs/scaling.md) and
   ``BRIDGE_WORKERS`` (else ``WEB_CONCURRENCY``, else 1) sets how many: about one per CPU core,
   since a worker's audio work is bounded by its GIL (docs/scaling.md has the figures).
