@@ -82,7 +82,7 @@ def run_pubsub(
     subs: list[Any] = []
 
     def reader(i: int) -> None:
-        sub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        sub = client.pubsub(ignore_subscribe_messages=True)
         sub.subscribe(f"bench:p:{i}")
         subs.append(sub)
         while not stop.is_set():
