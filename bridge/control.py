@@ -38,8 +38,11 @@ AGENT_SID_WAIT_S = 5.0
 SESSION_JOIN_S = 8.0
 # How long a teardown owing the caller a notice waits for the greeting TwiML to have run.
 CALLER_TWIML_WAIT_S = 10.0
-# The time-limit notice goes out this long before MAX_CALL_SECONDS, so it is heard in full.
+# The time-limit notice goes out this long before MAX_CALL_SECONDS, so it is heard in full
+# and the call still ends about when the limit says. The lead is at most a quarter of the
+# limit: a fixed lead longer than a short limit would end every call the moment it starts.
 TIME_LIMIT_NOTICE_S = 10.0
+TIME_LIMIT_NOTICE_SHARE = 0.25
 WATCHDOG_PERIOD_S = 0.5
 _AGENT_FAILURE: dict[str, EndReason] = {
     "busy": "agent_busy",
@@ -101,6 +104,11 @@ class _DirectionSink:
             notice="interpreter_unavailable",
             detail=reason,
         )
+
+
+def notice_at_s(max_call_s: float) -> float:
+    """Seconds into a call at which its time-limit notice goes out (then the call ends)."""
+    return max_call_s - min(TIME_LIMIT_NOTICE_S, max_call_s * TIME_LIMIT_NOTICE_SHARE)
 
 
 class CallControl:
@@ -423,7 +431,7 @@ class CallControl:
         self._watchdog.start()
 
     def _watch(self) -> None:
-        limit = max(0.0, self._settings.max_call_s - TIME_LIMIT_NOTICE_S)
+        limit = notice_at_s(self._settings.max_call_s)
         while not self._draining.wait(WATCHDOG_PERIOD_S):
             now = time.monotonic()
             for call in self.active_calls():

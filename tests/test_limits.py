@@ -8,10 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from bridge.control import TIME_LIMIT_NOTICE_S, notice_at_s
 from bridge.prompts import prompt
 from bridge.settings import Settings
 from bridge.twilio_rest import DialRequest, TwilioRest
 from tests.bridge_process import ACCOUNT_SID, AUTH_TOKEN, free_port
+from tests.call_events import wait_until
 from tests.call_helpers import (
     BRIDGE_NUMBER,
     CALLER_NUMBER,
@@ -35,7 +37,7 @@ STRANGER = "+34600000000"
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     env = {
         "MAX_CONCURRENT_CALLS": "1",
-        "MAX_CALL_SECONDS": "14",  # the notice goes out 10 s before: 4 s into the call
+        "MAX_CALL_SECONDS": "12",  # the notice goes out a quarter before: 9 s into the call
         "ALLOWED_CALLERS": f"{CALLER_NUMBER}, {SECOND_CALLER}",
     }
     with bridge_stack(tmp_path_factory.mktemp("limits"), env, None) as stack:
@@ -63,16 +65,43 @@ def test_concurrency_limit_then_time_limit(limited: Stack) -> None:
     assert second.said == [prompt("all_busy", "es").text]
     assert bridge.metric("bridge_calls_refused_total", 'reason="all_busy"') == 1
     heard = heard_seconds(first_agent)
-    time.sleep(0.5)
-    assert heard_seconds(first_agent) > heard, "the first call kept going"
+    assert wait_until(lambda: heard_seconds(first_agent) > heard + 0.5), "the first call stopped"
 
     # MAX_CALL_SECONDS: each party hears the notice in their own language, then both end.
-    assert first.wait_ended(15) and first_agent.wait_ended(5)
+    assert first.wait_ended(20) and first_agent.wait_ended(5)
     assert first.said[-1] == prompt("time_limit", "es").text
     assert first_agent.said[-1] == prompt("time_limit", "en").text
-    assert 3.0 <= first.ended_at - first.created_at <= 8.0  # type: ignore[operator]
+    assert 9.0 <= first.ended_at - first.created_at <= 16.0  # type: ignore[operator]
     wait_call_over(bridge)
     assert bridge.metric("bridge_calls_ended_total", 'reason="time_limit"') == 1
+
+
+@pytest.mark.parametrize("max_call_s", [5, 8])
+def test_a_short_time_limit_lets_the_call_run_its_length(
+    tmp_path_factory: pytest.TempPathFactory, max_call_s: int
+) -> None:
+    # A limit shorter than the notice's fixed lead once ended every call 0.6 s in.
+    env = {"MAX_CALL_SECONDS": str(max_call_s)}
+    with bridge_stack(tmp_path_factory.mktemp("short-limit"), env, None) as stack:
+        stack.twilio.default_dial = DialBehaviour(audio=tone_ulaw(30))
+        caller = stack.twilio.place_call(tone_ulaw(30), from_=CALLER_NUMBER, to=BRIDGE_NUMBER)
+        agent = agent_of(stack.twilio, caller)
+        wait_streaming(stack.twilio, caller, agent)
+        assert caller.wait_ended(max_call_s + 10) and agent.wait_ended(5)
+        assert caller.said[-1] == prompt("time_limit", "es").text
+        lasted = caller.ended_at - caller.created_at  # type: ignore[operator]
+        # The notice lead is at most a quarter of the limit.
+        assert lasted >= 0.75 * max_call_s, f"ended after {lasted:.1f} s"
+        assert heard_seconds(agent) >= 0.75 * max_call_s - 2.0, "the agent heard the caller"
+        wait_call_over(stack.bridge)
+        assert stack.bridge.metric("bridge_calls_ended_total", 'reason="time_limit"') == 1
+
+
+@pytest.mark.parametrize("max_call_s", [5, 8, 12, 40, 14_400])
+def test_the_time_limit_notice_fits_inside_every_allowed_limit(max_call_s: int) -> None:
+    at = notice_at_s(max_call_s)
+    assert 0.75 * max_call_s <= at < max_call_s
+    assert max_call_s - at <= TIME_LIMIT_NOTICE_S
 
 
 def test_sigterm_drains_then_ends_calls_with_a_notice(
