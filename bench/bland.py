@@ -28,12 +28,12 @@ import soxr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bridge import bland_wire as wire
-from bridge.audio import Pcm16, pcm16_to_ulaw, ulaw_to_pcm16
-from bridge.bland_engine import BlandEngine
-from bridge.engine import SessionSpec, TextKind
-from bridge.metrics import Metrics
-from bridge.settings import Settings
+from bridge.audio.pcm import Pcm16, pcm16_to_ulaw, ulaw_to_pcm16
+from bridge.engines.bland import wire
+from bridge.engines.bland.engine import BlandEngine
+from bridge.engines.contract import SessionSpec, TextKind
+from bridge.ops.metrics import Metrics
+from bridge.settings.env import Settings
 from tests.engine_standins import BLAND_KEY
 from tests.fakes.audio import sine
 from tests.fakes.bland import FakeBland

@@ -32,13 +32,13 @@ import numpy as np
 # Run as a script from anywhere: make the repository root importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bridge import engines
-from bridge.audio import TWILIO_RATE_HZ, Pcm16
-from bridge.engine import SessionSpec, TextKind, TranslationSession
-from bridge.interpreter import AudioFormat, decode_output, encode_input
-from bridge.metrics import Metrics
-from bridge.resample import Downsampler24kTo8k, Upsampler8kTo24k
-from bridge.settings import Settings
+from bridge.audio.pcm import TWILIO_RATE_HZ, Pcm16
+from bridge.audio.resample import Downsampler24kTo8k, Upsampler8kTo24k
+from bridge.engines import registry as engines
+from bridge.engines.contract import SessionSpec, TextKind, TranslationSession
+from bridge.engines.openai.interpreter import AudioFormat, decode_output, encode_input
+from bridge.ops.metrics import Metrics
+from bridge.settings.env import Settings
 from tests.engine_harness import EngineHarness, TimedHarness
 from tests.engine_standins import HARNESSES, OpenAIRealtimeHarness
 from tests.test_engines import BASE_ENV, speak

@@ -4,7 +4,7 @@
 
 Each of ``--legs`` legs sends audio chunks at their real cadence (a 20 ms chunk every 20 ms,
 a 100 ms chunk every 100 ms) for ``--seconds``, and one reader per leg receives them, as the
-bridge's per-leg readers do (bridge/redis_fabric.py): streams with ``XADD MAXLEN ~`` and
+bridge's per-leg readers do (bridge/cluster/fabric.py): streams with ``XADD MAXLEN ~`` and
 ``XREAD BLOCK``, pub/sub with ``PUBLISH`` and one subscription per leg. Printed as a Markdown
 table: the hop from send to receive (p50/p99), messages lost, and CPU per second of audio
 carried (this process, both ends, and redis-server). Without ``--redis-url`` a throwaway
@@ -27,7 +27,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bridge.registry import read_stream
+from bridge.cluster.registry import read_stream
 from tests.redis_server import redis_url
 
 # (chunk ms, sample rate, readers late by s)

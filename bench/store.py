@@ -21,8 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bridge.engine import Direction, TextKind
-from bridge.events import (
+from bridge.calls.events import (
     AgentAnswered,
     AgentDialled,
     CallEnded,
@@ -33,8 +32,9 @@ from bridge.events import (
     SegmentClosed,
     TextFragment,
 )
-from bridge.live import LiveCalls
-from bridge.store import CallStore
+from bridge.engines.contract import Direction, TextKind
+from bridge.records.store import CallStore
+from bridge.web.live import LiveCalls
 
 FRAGMENTS_PER_SEGMENT = 12  # deltas of about a word each, source and translation
 YIELD_EVERY = 50

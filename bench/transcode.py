@@ -11,7 +11,7 @@ Two parts, measured side by side in one run, printed as Markdown tables:
    the resampling stage: the μ-law codec is the same exact G.711 table on both paths, and its
    own quantisation noise would mask a filter's stopband in an FFT.)
 2. The resamplers alone: ``audioop.ratecv`` (state carried between frames, as a streaming
-   caller would), ``soxr.ResampleStream`` (HQ and VHQ) and ``bridge.resample``, each fed 20 ms
+   caller would), ``soxr.ResampleStream`` (HQ and VHQ) and ``bridge.audio.resample``, each fed 20 ms
    frames of int16 as the bridge feeds them:
 
 * rejection: worst image (8→24) or alias (24→8) level below the input tone, over several tones,
@@ -47,8 +47,8 @@ with warnings.catch_warnings():
 # Run as a script from anywhere: make the repository root importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.machine import footer, header
-from bridge.audio import Pcm16, pcm16_to_ulaw, ulaw_to_pcm16
-from bridge.resample import Downsampler24kTo8k, Upsampler8kTo24k
+from bridge.audio.pcm import Pcm16, pcm16_to_ulaw, ulaw_to_pcm16
+from bridge.audio.resample import Downsampler24kTo8k, Upsampler8kTo24k
 
 Samples = NDArray[np.int16]
 Floats = NDArray[np.float64]
@@ -119,7 +119,7 @@ CANDIDATES = (
     Candidate("soxr HQ", lambda i, o: SoxrStream(i, o, "HQ")),
     Candidate("soxr VHQ", lambda i, o: SoxrStream(i, o, "VHQ")),
     Candidate(
-        "bridge.resample",
+        "bridge.audio.resample",
         lambda i, o: OurStream(Upsampler8kTo24k() if i < o else Downsampler24kTo8k()),
     ),
 )

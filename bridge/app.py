@@ -12,19 +12,19 @@ from typing import Any
 from flask import Flask
 from flask_sock import Sock
 
-from bridge import engines
-from bridge.control import MEDIA_PATH, CallControl
-from bridge.engine import Engine
-from bridge.events import EventHub
-from bridge.inline_ws import NoReaderThread
-from bridge.logs import configure_logging
-from bridge.media_stream import MediaStreamHandler
-from bridge.metrics import Metrics
-from bridge.settings import Settings
-from bridge.signatures import SignatureChecker
-from bridge.twilio_media import MAX_MESSAGE_BYTES
-from bridge.twilio_rest import TwilioRest
-from bridge.webhooks import MAX_FORM_BYTES, bp, check_signatures
+from bridge.calls.control import MEDIA_PATH, CallControl
+from bridge.calls.events import EventHub
+from bridge.engines import registry as engines
+from bridge.engines.contract import Engine
+from bridge.ops.logs import configure_logging
+from bridge.ops.metrics import Metrics
+from bridge.settings.env import Settings
+from bridge.telephony.media_wire import MAX_MESSAGE_BYTES
+from bridge.telephony.rest import TwilioRest
+from bridge.telephony.signatures import SignatureChecker
+from bridge.telephony.stream_socket import NoReaderThread
+from bridge.web.media_stream import MediaStreamHandler
+from bridge.web.webhooks import MAX_FORM_BYTES, bp, check_signatures
 
 log = logging.getLogger(__name__)
 _controls: weakref.WeakSet[CallControl] = weakref.WeakSet()
@@ -35,13 +35,14 @@ def build_engine(settings: Settings, metrics: Metrics) -> Engine:
 
 
 def build_control(settings: Settings, metrics: Metrics, hub: EventHub) -> CallControl:
-    """One process's call control; with REDIS_URL, one instance of several (bridge/cluster.py)."""
+    """One process's call control; with REDIS_URL, one instance of several
+    (bridge/cluster/control.py)."""
     rest, engine = TwilioRest(settings), build_engine(settings, metrics)
     if settings.redis_url is None:
         return CallControl(settings, rest, engine, metrics, hub)
     import redis
 
-    from bridge.cluster import ClusterCallControl
+    from bridge.cluster.control import ClusterCallControl
 
     # The socket timeout outlasts the longest blocking read (the readers block 0.5 s).
     client = redis.Redis.from_url(
@@ -72,26 +73,27 @@ def create_app(settings: Settings | None = None) -> Flask:
         # Streams docs promise nothing about answering pings (a missed pong would drop a call).
         "ping_interval": None,
         # The request thread reads its socket itself: no reader thread per Media Stream
-        # (bridge/inline_ws.py).
+        # (bridge/telephony/stream_socket.py).
         "thread_class": NoReaderThread,
     }
-    app.extensions["bridge.settings"] = settings
-    app.extensions["bridge.control"] = control
+    app.extensions["bridge.settings.env"] = settings
+    app.extensions["bridge.calls.control"] = control
     app.extensions["bridge.hub"] = hub
-    app.extensions["bridge.metrics"] = metrics
-    app.extensions["bridge.signatures"] = SignatureChecker(settings)
+    app.extensions["bridge.ops.metrics"] = metrics
+    app.extensions["bridge.telephony.signatures"] = SignatureChecker(settings)
     app.before_request(check_signatures)
     app.register_blueprint(bp)
 
-    # -- call records and the admin API (bridge/store.py, bridge/live.py, bridge/api.py) ----
+    # -- call records and the admin API (bridge/records/store.py, bridge/web/live.py,
+    # bridge/web/api.py) ----
     # The schema is created or upgraded now, before any call. A database that cannot be
     # reached does not stop the bridge taking calls: the store's writer retries, and events
     # wait in its bounded queue. The writer and the live view each read the hub from their
     # own thread, so a call only ever appends to their queues, never waits on a database.
-    from bridge.api import bp as api_bp
-    from bridge.console import bp as console_bp
-    from bridge.live import LiveCalls
-    from bridge.store import CallStore
+    from bridge.records.store import CallStore
+    from bridge.web.api import bp as api_bp
+    from bridge.web.console import bp as console_bp
+    from bridge.web.live import LiveCalls
 
     store = CallStore(settings.database_url)
     store.try_migrate()
@@ -99,10 +101,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     store.start(hub, orphan_after_s=settings.max_call_s + 60)
     live = LiveCalls(hub, stale_after_s=settings.max_call_s + 60)
     live.start()
-    app.extensions["bridge.store"] = store
-    app.extensions["bridge.live"] = live
+    app.extensions["bridge.records.store"] = store
+    app.extensions["bridge.web.live"] = live
     app.register_blueprint(api_bp)
-    app.register_blueprint(console_bp)  # /console: the live console page (bridge/console.py)
+    app.register_blueprint(console_bp)  # /console: the live console page (bridge/web/console.py)
 
     sock = Sock(app)
 
@@ -145,6 +147,6 @@ def finish_shutdown(timeout: float) -> None:
         control.finish_shutdown(max(0.0, deadline - time.monotonic()))
     # Every call has ended and published its end: write what is queued, and close as
     # "shutdown" any record still open, so no record outlives the process unfinished.
-    from bridge.store import close_all
+    from bridge.records.store import close_all
 
     close_all(max(1.0, deadline - time.monotonic()))

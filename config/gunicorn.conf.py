@@ -33,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bridge.settings import ConfigError, Settings
+from bridge.settings.env import ConfigError, Settings
 
 try:
     _settings = Settings.from_env()

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from bridge.events import (
+from bridge.calls.events import (
     AgentAnswered,
     AgentDialled,
     CallEnded,

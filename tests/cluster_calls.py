@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from bridge.records import CallDetail
-from bridge.store import CallStore
+from bridge.records.store import CallStore
+from bridge.records.views import CallDetail
 from tests.bridge_process import (
     ACCOUNT_SID,
     AUTH_TOKEN,

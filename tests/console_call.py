@@ -17,7 +17,7 @@ from tests.fakes.openai_session import FakeSession
 from tests.fakes.openai_translate import ToneTranslator
 
 # Speech frames without words between utterances: 1.8 s between fragments, past the bridge's
-# 1.5 s segment gap (bridge/transcript.py).
+# 1.5 s segment gap (bridge/calls/transcript.py).
 PAUSE_FRAMES = 8
 # Keyed by the session's output language: each utterance as (what was said, its translation).
 # Short enough to fit the speech fixtures (38 speech frames for the caller, 30 for the agent).

@@ -1,6 +1,6 @@
 """What the shared engine suite (tests/test_engines.py) needs from each vendor's stand-in.
 
-Every engine of bridge/engines.py (except ``relay``) has a loopback stand-in in
+Every engine of bridge/engines/registry.py (except ``relay``) has a loopback stand-in in
 ``tests/fakes/`` that speaks that vendor's documented wire protocol, and a harness
 (tests/engine_standins.py) that the suite drives the same way for every engine. Stand-ins
 translate like

@@ -21,12 +21,12 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
-from bridge.api_events import POLL_S
 from bridge.app import create_app
-from bridge.events import CallEnded, CallStarted, EventHub, SegmentClosed, TextFragment
-from bridge.live import LiveCalls
-from bridge.settings import Settings
-from bridge.store import CallStore
+from bridge.calls.events import CallEnded, CallStarted, EventHub, SegmentClosed, TextFragment
+from bridge.records.store import CallStore
+from bridge.settings.env import Settings
+from bridge.web.events_stream import POLL_S
+from bridge.web.live import LiveCalls
 from tests.bridge_process import AGENT_NUMBER, OPENAI_KEY
 from tests.call_events import CALLER, T0, agent_sid_of, call_events, wait_until
 from tests.call_helpers import (
@@ -62,8 +62,8 @@ def make_app(tmp_path: Path, token: str | None = TOKEN) -> Flask:
 
 
 def close_app(app: Flask) -> None:
-    app.extensions["bridge.live"].close()
-    app.extensions["bridge.store"].close()
+    app.extensions["bridge.web.live"].close()
+    app.extensions["bridge.records.store"].close()
 
 
 @pytest.fixture
@@ -90,7 +90,7 @@ def publish(app: Flask, events: list[Any]) -> None:
 
 def stored(app: Flask, sid: str, *, ended: bool = True) -> None:
     """Wait until the store has the call (and its end)."""
-    store: CallStore = app.extensions["bridge.store"]
+    store: CallStore = app.extensions["bridge.records.store"]
 
     def there() -> bool:
         detail = store.get_call(sid)
@@ -100,7 +100,7 @@ def stored(app: Flask, sid: str, *, ended: bool = True) -> None:
 
 
 def live_has(app: Flask, sid: str) -> None:
-    live: LiveCalls = app.extensions["bridge.live"]
+    live: LiveCalls = app.extensions["bridge.web.live"]
     assert wait_until(lambda: live.detail(sid) is not None)
 
 
@@ -144,7 +144,7 @@ def test_the_console_cookie_authorises(client: FlaskClient) -> None:
 
 
 def test_settings_refuse_a_short_admin_token() -> None:
-    from bridge.settings import ConfigError
+    from bridge.settings.env import ConfigError
 
     env = {
         "PUBLIC_BASE_URL": "https://bridge.example.com",
@@ -327,13 +327,13 @@ def test_events_stream_a_live_call(app: Flask, client: FlaskClient) -> None:
     with pytest.raises(StopIteration):
         next(chunks)  # the stream ends with the call
     response.close()
-    assert app.extensions["bridge.api.streams"].open == 0
+    assert app.extensions["bridge.web.api.streams"].open == 0
 
 
 def test_events_of_an_ended_call_are_its_record_then_ended(app: Flask, client: FlaskClient) -> None:
     publish(app, call_events("CA41", reason="agent_busy"))
     stored(app, "CA41")
-    app.extensions["bridge.live"]._calls.clear()  # long gone from the live view
+    app.extensions["bridge.web.live"]._calls.clear()  # long gone from the live view
     response = client.get("/api/calls/CA41/events", headers=AUTH, buffered=False)
     events = read_events(chunks_of(response), 2)
     assert [name for name, _ in events] == ["snapshot", "ended"]
@@ -352,7 +352,7 @@ def test_events_of_a_call_the_live_view_has_not_caught_up_with(
     start = call_events(sid, at=datetime.now(UTC), reason=None)[0]
     publish(app, [start])
     stored(app, sid, ended=False)
-    live: LiveCalls = app.extensions["bridge.live"]
+    live: LiveCalls = app.extensions["bridge.web.live"]
     live._calls.clear()  # the live view's thread has not applied the start yet
     late = threading.Timer(0.3, live.apply, args=(start,))
     late.start()
@@ -383,7 +383,7 @@ def test_at_most_twenty_streams_and_a_closed_one_frees_its_slot(
 ) -> None:
     publish(app, [CallStarted("CA43", CALLER, BRIDGE_NUMBER, "es", "en", "relay", T0)])
     live_has(app, "CA43")
-    live: LiveCalls = app.extensions["bridge.live"]
+    live: LiveCalls = app.extensions["bridge.web.live"]
     streams = [
         client.get("/api/calls/CA43/events", headers=AUTH, buffered=False) for _ in range(20)
     ]
@@ -396,7 +396,7 @@ def test_at_most_twenty_streams_and_a_closed_one_frees_its_slot(
     assert again.status_code == 200
     for s in [*streams, again]:
         s.close()
-    assert app.extensions["bridge.api.streams"].open == 0
+    assert app.extensions["bridge.web.api.streams"].open == 0
     assert live._watches == {}
 
 

@@ -18,11 +18,11 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from bridge.audio import Pcm16, ulaw_to_pcm16
-from bridge.bland_engine import BlandEngine, BlandTranslationSession
-from bridge.engine import Direction, SessionSpec
-from bridge.metrics import Metrics
-from bridge.settings import ConfigError, Settings
+from bridge.audio.pcm import Pcm16, ulaw_to_pcm16
+from bridge.engines.bland.engine import BlandEngine, BlandTranslationSession
+from bridge.engines.contract import Direction, SessionSpec
+from bridge.ops.metrics import Metrics
+from bridge.settings.env import ConfigError, Settings
 from tests.engine_standins import BLAND_KEY
 from tests.fakes.audio import load_wav
 from tests.fakes.bland import FakeBland

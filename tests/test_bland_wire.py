@@ -1,4 +1,5 @@
-"""Bland's wire format (bridge/bland_wire.py): what we send, what we accept, what we refuse."""
+"""Bland's wire format (bridge/engines/bland/wire.py): what we send, what we accept, what we
+refuse."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 
 import pytest
 
-from bridge import bland_wire as wire
+from bridge.engines.bland import wire
 
 
 def test_create_body_uses_twilio_ulaw_without_a_sample_rate() -> None:

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from bridge.prompts import prompt
+from bridge.settings.prompts import prompt
 from bridge.sim.media import sign
 from tests.bridge_process import (
     ACCOUNT_SID,

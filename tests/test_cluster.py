@@ -1,4 +1,4 @@
-"""Calls whose parts land on different instances (REDIS_URL; bridge/cluster.py).
+"""Calls whose parts land on different instances (REDIS_URL; bridge/cluster/control.py).
 
 Real bridges under gunicorn share a real Redis on loopback and one call store; the Twilio
 stand-in's balancer sends the voice webhook, each leg's Media Stream and each status callback
@@ -21,8 +21,8 @@ import pytest
 import redis
 
 from bench.load import run_load
-from bridge.prompts import prompt
-from bridge.settings import ConfigError, Settings
+from bridge.settings.env import ConfigError, Settings
+from bridge.settings.prompts import prompt
 from tests.bridge_process import ROOT, free_port
 from tests.call_helpers import (
     BRIDGE_NUMBER,

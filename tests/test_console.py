@@ -20,9 +20,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from bridge import console
-from bridge.api import COOKIE
-from bridge.settings import Settings
+from bridge.settings.env import Settings
+from bridge.web import console
+from bridge.web.api import COOKIE
 from tests import a11y, chromium
 from tests.bridge_process import ACCOUNT_SID, AGENT_NUMBER, AUTH_TOKEN, OPENAI_KEY, ROOT
 from tests.call_helpers import (
@@ -60,7 +60,7 @@ def console_client(public_base_url: str = "http://127.0.0.1:8", token: str = TOK
         "ADMIN_TOKEN": token,
     }
     app = Flask(__name__)
-    app.extensions["bridge.settings"] = Settings.from_env(env, env_file=None)
+    app.extensions["bridge.settings.env"] = Settings.from_env(env, env_file=None)
     app.register_blueprint(console.bp)
     return app.test_client()
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from bridge.prompts import prompt
+from bridge.settings.prompts import prompt
 from bridge.sim.rest import RestError
 from tests.bridge_process import free_port
 from tests.call_helpers import (

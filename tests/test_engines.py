@@ -16,11 +16,11 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from bridge import engines
-from bridge.audio import TWILIO_RATE_HZ, Pcm16
-from bridge.engine import Direction, SessionSpec, TextKind, TranslationSession
-from bridge.metrics import Metrics
-from bridge.settings import Settings
+from bridge.audio.pcm import TWILIO_RATE_HZ, Pcm16
+from bridge.engines import registry as engines
+from bridge.engines.contract import Direction, SessionSpec, TextKind, TranslationSession
+from bridge.ops.metrics import Metrics
+from bridge.settings.env import Settings
 from tests.bridge_process import ACCOUNT_SID, AGENT_NUMBER, AUTH_TOKEN
 from tests.engine_harness import EngineHarness
 from tests.engine_standins import HARNESSES

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from bridge.glossary import DEFAULT_GLOSSARY_FILE, Glossary, GlossaryFileError, load_glossary
+from bridge.settings.glossary import (
+    DEFAULT_GLOSSARY_FILE,
+    Glossary,
+    GlossaryFileError,
+    load_glossary,
+)
 
 
 def write(tmp_path: Path, document: object) -> Path:

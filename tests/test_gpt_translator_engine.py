@@ -20,14 +20,18 @@ import numpy as np
 import pytest
 import requests
 
-from bridge import gpt_translator_wire as wire
-from bridge.audio import TWILIO_RATE_HZ, Pcm16, ulaw_to_pcm16
-from bridge.engine import SessionSpec, is_out_of_credit
-from bridge.gpt_translator_engine import CHUNK_SAMPLES, GptTranslatorSession, config_from_env
-from bridge.metrics import Metrics
-from bridge.prompts import prompt
-from bridge.resample import Upsampler8kTo24k
-from bridge.settings import ConfigError, Settings
+from bridge.audio.pcm import TWILIO_RATE_HZ, Pcm16, ulaw_to_pcm16
+from bridge.audio.resample import Upsampler8kTo24k
+from bridge.engines.contract import SessionSpec, is_out_of_credit
+from bridge.engines.gpt_translator import wire
+from bridge.engines.gpt_translator.engine import (
+    CHUNK_SAMPLES,
+    GptTranslatorSession,
+    config_from_env,
+)
+from bridge.ops.metrics import Metrics
+from bridge.settings.env import ConfigError, Settings
+from bridge.settings.prompts import prompt
 from tests.bridge_process import run_gunicorn_once
 from tests.call_helpers import (
     BRIDGE_NUMBER,

@@ -1,11 +1,11 @@
-"""bridge.held_audio: bounded, oldest first out, order kept when put back."""
+"""bridge.engines.held_audio: bounded, oldest first out, order kept when put back."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from bridge.audio import Samples
-from bridge.held_audio import HeldAudio
+from bridge.audio.pcm import Samples
+from bridge.engines.held_audio import HeldAudio
 
 
 def chunk(start: int, n: int = 160) -> Samples:

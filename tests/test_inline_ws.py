@@ -1,4 +1,5 @@
-"""The Media Stream socket read in the calling thread (bridge/inline_ws.py), over a socketpair."""
+"""The Media Stream socket read in the calling thread (bridge/telephony/stream_socket.py), over a
+socketpair."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from simple_websocket import ConnectionClosed, Server
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
-from bridge.inline_ws import NoReaderThread, finish, reads_inline, receive
+from bridge.telephony.stream_socket import NoReaderThread, finish, reads_inline, receive
 
 HANDSHAKE = {
     "HTTP_HOST": "bridge.test",

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from bridge.language_menu import LanguageMenu, normalise
-from bridge.prompts import load_prompts, prompt
-from bridge.settings import ConfigError, Settings
+from bridge.settings.env import ConfigError, Settings
+from bridge.settings.prompts import load_prompts, prompt
 from bridge.sim.answers import gather_params
 from bridge.sim.twiml import Gather, Redirect, Say, parse_twiml
-from bridge.twilio_rest import DialRequest, TwilioRest
+from bridge.telephony.language_menu import LanguageMenu, normalise
+from bridge.telephony.rest import DialRequest, TwilioRest
 from tests.bridge_process import ACCOUNT_SID, AGENT_NUMBER, AUTH_TOKEN, OPENAI_KEY, free_port
 from tests.call_helpers import (
     BRIDGE_NUMBER,

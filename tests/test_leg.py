@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from bridge.audio import Pcm16, ulaw_to_pcm16
-from bridge.leg import CallLeg, LegConfig
-from bridge.metrics import Metrics
+from bridge.audio.pcm import Pcm16, ulaw_to_pcm16
+from bridge.calls.leg import CallLeg, LegConfig
+from bridge.ops.metrics import Metrics
 
 
 class RecordingSocket:

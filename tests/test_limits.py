@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from bridge.control import TIME_LIMIT_NOTICE_S, notice_at_s
-from bridge.prompts import prompt
-from bridge.settings import Settings
-from bridge.twilio_rest import DialRequest, TwilioRest
+from bridge.calls.control import TIME_LIMIT_NOTICE_S, notice_at_s
+from bridge.settings.env import Settings
+from bridge.settings.prompts import prompt
+from bridge.telephony.rest import DialRequest, TwilioRest
 from tests.bridge_process import ACCOUNT_SID, AUTH_TOKEN, free_port
 from tests.call_events import wait_until
 from tests.call_helpers import (

@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from bridge.audio import Pcm16, ulaw_to_pcm16
-from bridge.engine import SessionSpec, TextKind
-from bridge.metrics import Metrics
-from bridge.openai_engine import OpenAIEngine
-from bridge.settings import Settings
+from bridge.audio.pcm import Pcm16, ulaw_to_pcm16
+from bridge.engines.contract import SessionSpec, TextKind
+from bridge.engines.openai.translate_engine import OpenAIEngine
+from bridge.ops.metrics import Metrics
+from bridge.settings.env import Settings
 from bridge.sim.wav import DEMO_AUDIO
 from tests.fakes.audio import load_wav
 

@@ -1,11 +1,11 @@
-"""The live view (bridge/live.py): calls in progress from the hub's events, bounded."""
+"""The live view (bridge/web/live.py): calls in progress from the hub's events, bounded."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from bridge.events import CallEnded, CallStarted, EventHub, TextFragment
-from bridge.live import MAX_SEGMENTS, LiveCalls
+from bridge.calls.events import CallEnded, CallStarted, EventHub, TextFragment
+from bridge.web.live import MAX_SEGMENTS, LiveCalls
 from tests.call_events import CALLER, DIALLED, T0, agent_sid_of, call_events, wait_until
 
 

@@ -6,7 +6,7 @@ import io
 import json
 import logging
 
-from bridge.logs import JsonFormatter, MaskingFilter, call_logger, mask_number, mask_numbers
+from bridge.ops.logs import JsonFormatter, MaskingFilter, call_logger, mask_number, mask_numbers
 
 
 def capture(formatter: logging.Formatter) -> tuple[logging.Logger, io.StringIO]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bridge.mixer import db_to_gain, echo_likeness, mix, rms, scale
+from bridge.audio.mixer import db_to_gain, echo_likeness, mix, rms, scale
 from tests.fakes.audio import AGENT_EN_8K_MULAW, CALLER_ES_8K_MULAW, load_wav, ulaw_to_pcm16
 
 

@@ -1,4 +1,5 @@
-"""``python -m bridge.number`` against the Twilio stand-in's IncomingPhoneNumbers API, through
+"""``python -m bridge.telephony.number`` against the Twilio stand-in's IncomingPhoneNumbers API,
+through
 the real twilio SDK (TWILIO_API_BASE_URL rewritten as the bridge does)."""
 
 from __future__ import annotations
@@ -8,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from bridge import number
 from bridge.sim.carrier import TwilioSim
+from bridge.telephony import number
 from tests.bridge_process import ACCOUNT_SID, AUTH_TOKEN
 
 NUMBER = "+15550002222"

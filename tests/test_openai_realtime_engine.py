@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from bridge import engines
-from bridge.audio import ENGINE_RATE_HZ, TWILIO_RATE_HZ, Pcm16, ulaw_to_pcm16
-from bridge.auto_engine import uses_translation
-from bridge.engine import SessionSpec, TranslationSession
-from bridge.interpreter import instructions
-from bridge.metrics import Metrics
-from bridge.openai_realtime_engine import VOICES
-from bridge.settings import ConfigError, Settings
+from bridge.audio.pcm import ENGINE_RATE_HZ, TWILIO_RATE_HZ, Pcm16, ulaw_to_pcm16
+from bridge.engines import registry as engines
+from bridge.engines.auto import uses_translation
+from bridge.engines.contract import SessionSpec, TranslationSession
+from bridge.engines.openai.interpreter import instructions
+from bridge.engines.openai.voice_engine import VOICES
+from bridge.ops.metrics import Metrics
+from bridge.settings.env import ConfigError, Settings
 from tests.bridge_process import OPENAI_KEY
 from tests.call_helpers import (
     BRIDGE_NUMBER,

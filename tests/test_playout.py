@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bridge.mixer import db_to_gain, rms
-from bridge.playout import (
+from bridge.audio.mixer import db_to_gain, rms
+from bridge.audio.playout import (
     ECHO_TAIL_S,
     FRAME_SAMPLES,
     PAD_GUARD_S,

@@ -15,11 +15,11 @@ from xml.dom import minidom
 
 import pytest
 
-from bridge.language_menu import LanguageMenu
-from bridge.languages import load_languages
-from bridge.prompts import PROMPT_NAMES, TEMPLATE_FIELDS, load_prompts, prompt
-from bridge.settings import OPENAI_OUTPUT_LANGUAGES, ConfigError, Settings
-from bridge.twiml import connect_stream, say_and_hang_up
+from bridge.settings.env import OPENAI_OUTPUT_LANGUAGES, ConfigError, Settings
+from bridge.settings.languages import load_languages
+from bridge.settings.prompts import PROMPT_NAMES, TEMPLATE_FIELDS, load_prompts, prompt
+from bridge.telephony.language_menu import LanguageMenu
+from bridge.telephony.twiml import connect_stream, say_and_hang_up
 from tests.bridge_process import run_gunicorn_once
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Call records as JSON, and transcripts as text and WebVTT (bridge/records.py)."""
+"""Call records as JSON, and transcripts as text and WebVTT (bridge/records/views.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from bridge.records import (
+from bridge.records.views import (
     CallDetail,
     CallSummary,
     Segment,

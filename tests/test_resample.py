@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from bridge import resample
-from bridge.audio import ENGINE_RATE_HZ, TWILIO_RATE_HZ, Pcm16
-from bridge.resample import (
+from bridge.audio import resample
+from bridge.audio.pcm import ENGINE_RATE_HZ, TWILIO_RATE_HZ, Pcm16
+from bridge.audio.resample import (
     DOWNSAMPLE_16K_DELAY_MS,
     DOWNSAMPLE_DELAY_MS,
     DOWNSAMPLE_DELAY_SAMPLES,

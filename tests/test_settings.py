@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge import engines
-from bridge.settings import ConfigError, Settings
+from bridge.engines import registry as engines
+from bridge.settings.env import ConfigError, Settings
 from tests.bridge_process import run_gunicorn_once
 
 ROOT = Path(__file__).resolve().parents[1]

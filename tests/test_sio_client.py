@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from bridge.sio_client import SerialDispatcher
+from bridge.engines.gpt_translator.sio_client import SerialDispatcher
 
 
 def test_work_runs_in_order_on_one_thread_and_a_fault_does_not_stop_it(

@@ -17,18 +17,24 @@ from pathlib import Path
 
 import pytest
 
-from bridge import engines
-from bridge.audio import TWILIO_RATE_HZ, Pcm16, ulaw_to_pcm16
-from bridge.engine import SessionSpec
-from bridge.metrics import Metrics
-from bridge.settings import ConfigError, Settings
-from bridge.soniox_engine import (
+from bridge.audio.pcm import TWILIO_RATE_HZ, Pcm16, ulaw_to_pcm16
+from bridge.engines import registry as engines
+from bridge.engines.contract import SessionSpec
+from bridge.engines.soniox.engine import (
     SonioxTranslationSession,
     config_from_env,
     load_terms,
     speaker_languages,
 )
-from bridge.soniox_wire import ChunkAssembler, StartRequest, Token, TranslationTerm, parse_response
+from bridge.engines.soniox.wire import (
+    ChunkAssembler,
+    StartRequest,
+    Token,
+    TranslationTerm,
+    parse_response,
+)
+from bridge.ops.metrics import Metrics
+from bridge.settings.env import ConfigError, Settings
 from tests.bridge_process import run_gunicorn_once
 from tests.engine_standins import SonioxHarness, soniox, soniox_tts
 from tests.fakes.audio import CALLER_ES_8K_MULAW, load_wav

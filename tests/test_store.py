@@ -22,10 +22,10 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, event, func, inspect, select, text
 from sqlalchemy.exc import OperationalError
 
-from bridge.events import CallEnded, CallStarted, EventHub, SegmentClosed, TextFragment
-from bridge.settings import ConfigError, Settings
-from bridge.store import BadCursor, CallStore, Cursor, StoreUnavailable
-from bridge.store_tables import metadata, segments
+from bridge.calls.events import CallEnded, CallStarted, EventHub, SegmentClosed, TextFragment
+from bridge.records.store import BadCursor, CallStore, Cursor, StoreUnavailable
+from bridge.records.tables import metadata, segments
+from bridge.settings.env import ConfigError, Settings
 from tests.call_events import AGENT, CALLER, T0, agent_sid_of, call_events, wait_until
 
 PG_SKIP = "TEST_DATABASE_URL is not set: no PostgreSQL server to test against (.ci/run starts one)"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.transcript import SEGMENT_GAP_MS, SEGMENT_MAX_MS, DirectionTranscript
+from bridge.calls.transcript import SEGMENT_GAP_MS, SEGMENT_MAX_MS, DirectionTranscript
 
 
 def test_a_pause_closes_a_segment_with_both_texts_and_its_delay() -> None:

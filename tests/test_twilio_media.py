@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from bridge.twilio_media import (
+from bridge.telephony.media_wire import (
     MAX_MEDIA_PAYLOAD_BYTES,
     Connected,
     Dtmf,

@@ -34,7 +34,7 @@ _IDLE = (
     "socket.py:accept",
     "queue.py:get",
     "simple_websocket/ws.py:_thread",
-    "bridge/inline_ws.py:_wait_readable",
+    "bridge/telephony/stream_socket.py:_wait_readable",
     "sync/connection.py:recv_events",
     "gthread.py:run",
     "gthread.py:wait_for_and_dispatch",

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from bridge.languages import LanguageFileError, load_languages
-from bridge.settings import ConfigError, read_environment, twilio_access
+from bridge.settings.env import ConfigError, read_environment, twilio_access
+from bridge.settings.languages import LanguageFileError, load_languages
 from bridge.sim.session import SimOptions, Simulator
 from bridge.sim.wav import DEMO_AGENT_WAV, DEMO_CALLER_WAV, WavError
 

@@ -26,7 +26,7 @@ from twilio.request_validator import RequestValidator  # type: ignore[import-unt
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from bridge.audio import (
+from bridge.audio.pcm import (
     TWILIO_FRAME_BYTES,
     TWILIO_RATE_HZ,
     ULAW_SILENCE,

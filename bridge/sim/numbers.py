@@ -15,7 +15,8 @@ from urllib.parse import urlencode, urlsplit
 
 from bridge.sim.rest import API_VERSION, Form, RestError, first, rfc2822
 
-# Form field -> resource field, for everything ``bridge.number`` (and the console) may change.
+# Form field -> resource field, for everything ``bridge.telephony.number`` (and the console) may
+# change.
 UPDATABLE = {
     "FriendlyName": "friendly_name",
     "VoiceUrl": "voice_url",

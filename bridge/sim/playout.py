@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from bridge.audio import TWILIO_RATE_HZ, ULAW_SILENCE
+from bridge.audio.pcm import TWILIO_RATE_HZ, ULAW_SILENCE
 
 
 @dataclass(slots=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.audio import TWILIO_FRAME_BYTES, ulaw_to_pcm16
+from bridge.audio.pcm import TWILIO_FRAME_BYTES, ulaw_to_pcm16
 
 FRAME_S = 0.020
 SPEECH_FLOOR_DBFS = -45.0  # quieter than this is line noise, not speech

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TextIO
 
-from bridge.audio import TWILIO_FRAME_BYTES, TWILIO_RATE_HZ, ULAW_SILENCE
+from bridge.audio.pcm import TWILIO_FRAME_BYTES, TWILIO_RATE_HZ, ULAW_SILENCE
 from bridge.sim.answers import GatherAnswer
 from bridge.sim.call import DialBehaviour, SimCall
 from bridge.sim.carrier import TwilioSim

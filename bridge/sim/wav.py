@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from bridge.audio import TWILIO_RATE_HZ, Pcm16, pcm16_to_ulaw, ulaw_to_pcm16
-from bridge.resample import Downsampler24kTo8k
+from bridge.audio.pcm import TWILIO_RATE_HZ, Pcm16, pcm16_to_ulaw, ulaw_to_pcm16
+from bridge.audio.resample import Downsampler24kTo8k
 
 with warnings.catch_warnings():
-    # See bridge.audio: audioop is the exact C G.711 codec (audioop-lts on 3.13).
+    # See bridge.audio.pcm: audioop is the exact C G.711 codec (audioop-lts on 3.13).
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop
 

@@ -1,6 +1,6 @@
 """Audio helpers for the stand-ins: WAV fixtures, a G.711 μ-law codec and simple analysis.
 
-The codec is deliberately independent of ``bridge.audio`` so that the tests check the bridge
+The codec is deliberately independent of ``bridge.audio.pcm`` so that the tests check the bridge
 rather than share its bugs (the WAV reader is the simulator's: it only walks RIFF chunks).
 numpy only; nothing here touches a socket.
 """

@@ -39,7 +39,7 @@ from openai.types.realtime import (
 )
 from websockets.sync.server import ServerConnection
 
-from bridge.interpreter import ENGLISH_NAMES
+from bridge.engines.openai.interpreter import ENGLISH_NAMES
 from tests.fakes import openai_realtime_events as wire
 from tests.fakes.audio import (
     ENGINE_RATE_HZ,

@@ -1,0 +1,1 @@
+"""Calls: a call and its two legs, call control, transcripts and call events."""

@@ -1,0 +1,293 @@
+"""One party's side of a call: its Media Stream socket and what it hears.
+
+Concurrency: the Media Stream's request thread only *reads* the socket. A per-leg writer
+thread is the socket's single writer: it drains the leg's :class:`Playout` (frames, marks,
+clears) and is the one that closes the socket. Audio for the leg arrives from other threads
+(the engine's readers, the other party's stream); the leg owns the 24 → 8 kHz resampler of its
+outbound stream and guards it with its own lock.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+
+from bridge.audio.mixer import db_to_gain, echo_likeness, scale
+from bridge.audio.pcm import ENGINE_RATE_HZ, TWILIO_RATE_HZ, Pcm16, Samples, pcm16_to_ulaw
+from bridge.audio.playout import ClearOut, Frame, Playout
+from bridge.audio.resample import RATE_16K_HZ, Downsampler16kTo8k, Downsampler24kTo8k
+from bridge.ops.logs import call_logger
+from bridge.ops.metrics import Metrics
+from bridge.settings.env import Settings
+from bridge.telephony.media_wire import clear_message, mark_message, media_messages
+
+Role = Literal["caller", "agent"]
+JOIN_TIMEOUT_S = 2.0
+# With the passthrough on, frames carry live audio, so Twilio's buffer is kept shallow; 100 ms
+# absorbs network jitter towards Twilio. Without it, a second of translation may be queued.
+LEAD_WITH_PASSTHROUGH_S = 0.1
+LEAD_TRANSLATION_ONLY_S = 1.0
+# Telling echo from the party talking over the translation (double talk): every ECHO_CHECK_S
+# the last ECHO_CHECK_S of microphone audio is correlated with what we played lately; an echo
+# is a delayed, scaled copy of it whatever its level, the party's own voice is not.
+ECHO_CHECK_S = 0.2
+ECHO_LIKENESS = 0.5
+
+
+class MediaSocket(Protocol):
+    """What the leg needs of a WebSocket (flask-sock's ``simple_websocket.Server``)."""
+
+    def send(self, data: str) -> None: ...
+
+    def close(self, reason: int | None = None, message: str | None = None) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LegConfig:
+    """The listening-experience settings a leg needs (see Settings)."""
+
+    passthrough_db: float | None = None
+    duck_db: float = 0.0
+    echo_guard_db: float | None = None
+    backlog_max_s: float = 10.0
+    backlog_policy: str = "drop-oldest"
+    # The "translation" is the other party's live voice at its own pace (ENGINE=relay): it
+    # never pauses to let a backlog drain, so it is kept as shallow as live audio and nothing
+    # that arrives before this leg's stream is up is queued (it would delay the whole call).
+    live_source: bool = False
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> LegConfig:
+        return cls(
+            s.passthrough_db,
+            s.duck_db,
+            s.echo_guard_db,
+            s.backlog_max_s,
+            s.backlog_policy,
+            live_source=s.engine == "relay",
+        )
+
+
+class CallLeg:
+    def __init__(
+        self,
+        call_sid: str,
+        role: Role,
+        metrics: Metrics,
+        config: LegConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        config = config or LegConfig()
+        self.role: Role = role
+        self._log = call_logger(__name__, call_sid, role)
+        self._metrics = metrics
+        self._clock = clock
+        self._cond = threading.Condition()
+        lead = (
+            LEAD_WITH_PASSTHROUGH_S
+            if config.passthrough_db is not None or config.live_source
+            else LEAD_TRANSLATION_ONLY_S
+        )
+        self._live_source = config.live_source
+        self._playout = Playout(
+            max_ahead_s=lead,
+            backlog_max_s=config.backlog_max_s,
+            policy=config.backlog_policy,
+            passthrough_db=config.passthrough_db,
+            duck_db=config.duck_db,
+            observe=self._observe,
+            mark_prefix=f"{role[0]}",
+        )
+        self._guard_gain = (
+            None if config.echo_guard_db is None else db_to_gain(config.echo_guard_db)
+        )
+        self._mic = np.zeros(0, dtype=np.int16)  # the last ECHO_CHECK_S heard from this party
+        self._mic_checked = 0  # samples since the last check
+        self._echo_like = True
+        self._downsampler = Downsampler24kTo8k()
+        self._downsampler16 = Downsampler16kTo8k()  # engines that speak 16 kHz (Bland pcm16)
+        self._resample_lock = threading.Lock()
+        self._ws: MediaSocket | None = None
+        self._stream_sid: str | None = None
+        self._writer: threading.Thread | None = None
+        self._closing = False
+        self._close_code: int | None = None
+        # When the writer, asleep on ``_cond``, will wake by itself (-inf while it is awake).
+        self._wake_at = -math.inf
+        self.marks_heard = 0
+        # Told when a translated chunk began to be heard (monotonic time), from mark echoes.
+        self.on_heard: Callable[[float], None] | None = None
+        self._tag = f"{call_sid[-6:]}-{role}"
+
+    @property
+    def attached(self) -> bool:
+        return self._ws is not None
+
+    def attach(self, ws: MediaSocket, stream_sid: str) -> bool:
+        """Bind the leg to its Media Stream and start writing; False if already bound/closed."""
+        with self._cond:
+            if self._ws is not None or self._closing:
+                return False
+            self._ws = ws
+            self._stream_sid = stream_sid
+            self._writer = threading.Thread(
+                target=self._run_writer, name=f"leg-writer:{self._tag}", daemon=True
+            )
+            self._writer.start()
+        return True
+
+    def play(self, audio: Pcm16, received_at: float) -> None:
+        """Queue translated audio (24 or 16 kHz from an engine, 8 kHz as is) for this party.
+
+        Two engine sessions can deliver at once (the old one flushing while its replacement
+        starts), so the stateful resampler is used under its own lock.
+        """
+        with self._resample_lock:
+            if audio.rate_hz == ENGINE_RATE_HZ:
+                samples = self._downsampler.process(audio.samples)
+            elif audio.rate_hz == TWILIO_RATE_HZ:
+                samples = audio.samples
+            elif audio.rate_hz == RATE_16K_HZ:
+                samples = self._downsampler16.process(audio.samples)
+            else:
+                raise ValueError(f"cannot play {audio.rate_hz} Hz audio")
+        with self._cond:
+            if self._closing:
+                return
+            if self._live_source and self._ws is None:
+                # Nobody is on this line yet: a phone line does not store speech for later.
+                self._metrics.audio_dropped_seconds.labels("before_answer").inc(
+                    len(samples) / TWILIO_RATE_HZ
+                )
+                return
+            before = self._playout.dropped_samples, self._playout.cleared_samples
+            self._playout.push(samples, received_at, self._clock())
+            dropped = self._playout.dropped_samples - before[0]
+            cleared = self._playout.cleared_samples - before[1]
+            self._cond.notify()
+        if dropped:
+            self._metrics.audio_dropped_seconds.labels("playout_backlog").inc(
+                dropped / TWILIO_RATE_HZ
+            )
+        if cleared:
+            self._metrics.audio_dropped_seconds.labels("playout_cleared").inc(
+                cleared / TWILIO_RATE_HZ
+            )
+
+    def hear_other_party(self, audio: Pcm16) -> None:
+        """The other party's own voice, to be mixed quietly under the translation."""
+        now = self._clock()
+        with self._cond:
+            if self._closing:
+                return
+            self._playout.push_passthrough(audio.samples)
+            # Wake the writer only if this frame is due before it wakes anyway. While
+            # translation plays the writer is paced by it and mixes whatever passthrough
+            # waits: a wakeup for every 20 ms of the other party's voice was a thread switch
+            # per frame for nothing.
+            if self._wake_at <= now:
+                self._cond.notify()
+            else:
+                wait = self._playout.next_wake(now)
+                if wait is not None and now + wait < self._wake_at:
+                    self._cond.notify()
+
+    def guard_input(self, audio: Pcm16) -> Pcm16:
+        """This party's microphone audio, attenuated while our translation may be echoing in it.
+
+        Only audio that looks like an echo of what we played is attenuated: the party talking
+        over the translation still goes through.
+        """
+        if self._guard_gain is None:
+            return audio
+        now = self._clock()
+        with self._cond:
+            audible = self._playout.translation_audible(now)
+            played = self._playout.played()
+        if not audible:
+            # Until the first check of the next playback, assume its echo: the first syllables
+            # of an echo are enough for the model to start translating it back.
+            self._echo_like = True
+            self._mic_checked = 0
+            return audio
+        if self._looks_like_echo(audio.samples, played):
+            self._metrics.echo_guarded_seconds.labels(self.role).inc(
+                len(audio.samples) / audio.rate_hz
+            )
+            return Pcm16(scale(audio.samples, self._guard_gain), audio.rate_hz)
+        return audio
+
+    def _looks_like_echo(self, samples: Samples, played: Samples) -> bool:
+        """Re-decided every ECHO_CHECK_S (called from this party's stream thread only)."""
+        window = int(ECHO_CHECK_S * TWILIO_RATE_HZ)
+        self._mic = np.concatenate((self._mic, samples))[-window:]
+        self._mic_checked += len(samples)
+        if self._mic_checked >= window // 2 and len(self._mic) == window:
+            self._mic_checked = 0
+            self._echo_like = echo_likeness(self._mic, played) >= ECHO_LIKENESS
+        return self._echo_like
+
+    def on_mark(self, name: str) -> None:
+        """Twilio played everything we queued before mark ``name``."""
+        self.marks_heard += 1
+        with self._cond:
+            heard_from = self._playout.on_mark(name, self._clock())
+        if heard_from is not None and self.on_heard is not None:
+            self.on_heard(heard_from)
+
+    def close(self, close_code: int | None = None) -> None:
+        """Stop writing and close the socket (by the writer thread). Idempotent."""
+        with self._cond:
+            if not self._closing:
+                self._close_code = close_code
+            self._closing = True
+            self._cond.notify()
+            writer = self._writer
+        if writer is None:
+            return
+        if writer is not threading.current_thread():
+            writer.join(JOIN_TIMEOUT_S)
+
+    def _observe(self, edge: str, seconds: float) -> None:
+        self._metrics.audio_to_twilio.labels(edge).observe(seconds)
+
+    def _run_writer(self) -> None:
+        ws, stream_sid = self._ws, self._stream_sid
+        assert ws is not None and stream_sid is not None
+        frames = self._metrics.frames_sent.labels(self.role)
+        media_message = media_messages(stream_sid)
+        try:
+            while True:
+                with self._cond:
+                    while not self._closing:
+                        now = self._clock()
+                        out, wait = self._playout.due(now)
+                        if out:
+                            break
+                        self._wake_at = math.inf if wait is None else now + wait
+                        self._cond.wait(wait)
+                        self._wake_at = -math.inf
+                    if self._closing:
+                        return
+                for item in out:
+                    if isinstance(item, Frame):
+                        ulaw = pcm16_to_ulaw(Pcm16(item.pcm, TWILIO_RATE_HZ))
+                        ws.send(media_message(ulaw))
+                        frames.inc()
+                    elif isinstance(item, ClearOut):
+                        ws.send(clear_message(stream_sid))
+                    else:
+                        ws.send(mark_message(stream_sid, item.name))
+        except Exception as exc:  # noqa: BLE001 - thread boundary: a dead socket ends the leg
+            self._log.info("media socket write ended: %s", type(exc).__name__)
+        finally:
+            try:
+                ws.close(reason=self._close_code)
+            except Exception:  # noqa: BLE001 - already closed by the peer
+                self._log.debug("closing media socket raised", exc_info=True)

@@ -1,0 +1,1 @@
+"""Several instances over Redis: shared call state and cross-instance audio."""

@@ -1,0 +1,1 @@
+"""Translation engines: the contract, the registry, shared session machinery."""

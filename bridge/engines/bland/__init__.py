@@ -1,0 +1,1 @@
+"""Bland's Live Translation API (``ENGINE=bland``)."""

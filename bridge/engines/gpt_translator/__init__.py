@@ -1,0 +1,1 @@
+"""GPT Translator's Realtime Translation API (``ENGINE=gpt-translator``)."""

@@ -1,0 +1,1 @@
+"""OpenAI engines: realtime translation and prompted realtime voice models."""

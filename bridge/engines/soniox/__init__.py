@@ -1,0 +1,1 @@
+"""Soniox real-time translation (``ENGINE=soniox``)."""

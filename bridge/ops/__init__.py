@@ -1,0 +1,1 @@
+"""Operating the bridge: logging and metrics."""

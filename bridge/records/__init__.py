@@ -1,0 +1,1 @@
+"""Call records: the store, its tables, its writer, migrations and views."""

@@ -1,0 +1,1 @@
+"""Settings: the environment, languages, spoken prompts and the glossary."""

@@ -1,0 +1,495 @@
+"""Settings: read once from the environment in the app factory, frozen, and injected.
+
+Nothing here runs at import time. A missing or invalid value raises :class:`ConfigError` whose
+message is one line naming the variable and what is wrong; the entry points print that line
+and exit instead of showing a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from bridge.engines import registry as engines
+from bridge.engines.registry import OPENAI_TRANSLATE_LANGUAGES as OPENAI_OUTPUT_LANGUAGES
+from bridge.settings.glossary import DEFAULT_GLOSSARY_FILE, GlossaryFileError, load_glossary
+from bridge.settings.languages import DEFAULT_LANGUAGES_FILE, LanguageFileError
+from bridge.settings.prompts import DEFAULT_PROMPTS_FILE, PromptBook, PromptFileError, load_prompts
+
+__all__ = ["OPENAI_OUTPUT_LANGUAGES", "ConfigError", "Settings"]
+_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+# Twilio can also dial SIP URIs and Twilio Client identities.
+_DIALABLE = re.compile(r"^(\+[1-9]\d{6,14}|sip:[^\s]+|client:[A-Za-z0-9_.-]+)$")
+_ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
+# Relative to the working directory; the store creates the folder on first start.
+DEFAULT_DATABASE_URL = "sqlite:///data/bridge.sqlite3"
+# A bearer token guessable in an afternoon is no protection for every caller's transcript.
+ADMIN_TOKEN_MIN_CHARS = 16
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; ``str()`` is one line fit for an operator."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the bridge is configured with. Immutable; build with :meth:`from_env`."""
+
+    public_base_url: str
+    twilio_account_sid: str
+    twilio_auth_token: str
+    agent_number: str
+    port: int = 8000
+    twilio_api_base_url: str = "https://api.twilio.com"
+    caller_language: str = "es"
+    agent_language: str = "en"
+    engine: str = "openai"
+    # What the selected engine's ``config_from_env`` returned (bridge/engines/registry.py): its
+    # keys,
+    # base URLs, model and voice. Out of repr: it holds secrets.
+    engine_config: Any = field(default=None, repr=False, compare=False)
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    translation_model: str = "gpt-realtime-translate"
+    transcription_model: str | None = "gpt-realtime-whisper"
+    agent_caller_id: str | None = None
+    agent_dial_timeout_s: int = 30
+    log_level: str = "INFO"
+    log_format: str = "text"
+    session_max_s: int = 3300
+    max_concurrent_calls: int = 50
+    max_call_s: int = 14400
+    allowed_callers: frozenset[str] = frozenset()
+    shutdown_grace_s: int = 120
+    # Listening experience (mixer, echo guard, backlog): see bridge/audio/mixer.py and the README.
+    passthrough_db: float | None = -14.0
+    duck_db: float = -12.0
+    echo_guard_db: float | None = -30.0
+    backlog_max_s: float = 3.0
+    backlog_policy: str = "drop-oldest"
+    # Languages and prompts (config/languages.json, config/prompts.json): see the README.
+    caller_languages: tuple[str, ...] = ("es",)  # what the caller may choose; the first leads
+    agent_languages: tuple[tuple[str, str], ...] = ()  # (number dialled, its agent's language)
+    agent_machine_detection: bool = True
+    languages_file: Path = DEFAULT_LANGUAGES_FILE
+    prompts_file: Path = DEFAULT_PROMPTS_FILE
+    # Terms engines with a glossary keep or translate a given way (bridge/settings/glossary.py).
+    glossary_file: Path = DEFAULT_GLOSSARY_FILE
+    # Call records and the admin API (bridge/records/store.py, bridge/web/api.py). Kept out of
+    # repr: the
+    # URL may carry a database password, and the token is a secret.
+    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
+    admin_token: str | None = field(default=None, repr=False)
+    # Several instances: shared call state and cross-instance audio (docs/scaling.md). None
+    # keeps everything in this process, as a single host needs. Out of repr: it may hold a
+    # password.
+    redis_url: str | None = field(default=None, repr=False)
+
+    @property
+    def public_host(self) -> str:
+        return urlsplit(self.public_base_url).netloc
+
+    def stream_url(self, path: str) -> str:
+        """The ``ws(s)://`` URL Twilio connects a Media Stream to (``wss`` behind https)."""
+        scheme = "wss" if self.public_base_url.startswith("https:") else "ws"
+        return f"{scheme}://{self.public_host}{path}"
+
+    def public_url(self, path: str) -> str:
+        return f"{self.public_base_url}{path}"
+
+    @property
+    def lead_language(self) -> str:
+        """The language spoken before a caller has chosen one: the first of CALLER_LANGUAGES."""
+        return self.caller_languages[0]
+
+    def agent_language_for(self, number: str) -> str:
+        """The language of the agent at ``number`` (AGENT_LANGUAGES, else AGENT_LANGUAGE)."""
+        return dict(self.agent_languages).get(number, self.agent_language)
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
+    ) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``) over an optional .env file.
+
+        Real environment variables win over the file, so a deployment can override it.
+        """
+        return _parse(read_environment(environ, env_file))
+
+
+def read_environment(
+    environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
+) -> dict[str, str]:
+    """``environ`` (default ``os.environ``) over an optional .env file: real variables win."""
+    env: dict[str, str] = {}
+    if env_file is not None and Path(env_file).is_file():
+        env.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    env.update(os.environ if environ is None else environ)
+    return env
+
+
+@dataclass(frozen=True, slots=True)
+class TwilioAccess:
+    """What a tool needs to act as (or on) this deployment's Twilio account: the bridge's
+    public origin, the account's credentials, and where its REST requests go."""
+
+    public_base_url: str
+    account_sid: str
+    auth_token: str
+    api_base_url: str
+
+
+def twilio_access(env: Mapping[str, str]) -> TwilioAccess:
+    """The four Twilio settings, checked exactly as the bridge checks them at start-up."""
+    public = _base_url(
+        "PUBLIC_BASE_URL",
+        _required(env, "PUBLIC_BASE_URL", "the https origin Twilio reaches, e.g. https://x.io"),
+        origin_only=True,
+    )
+    sid = _required(env, "TWILIO_ACCOUNT_SID", "your Twilio account SID, AC...")
+    if not _ACCOUNT_SID.match(sid):
+        raise ConfigError("TWILIO_ACCOUNT_SID: must be AC followed by 32 hex digits")
+    token = _required(env, "TWILIO_AUTH_TOKEN", "the auth token that signs Twilio's requests")
+    api = _base_url(
+        "TWILIO_API_BASE_URL",
+        _get(env, "TWILIO_API_BASE_URL") or "https://api.twilio.com",
+        origin_only=True,
+    )
+    return TwilioAccess(public, sid, token, api)
+
+
+def _get(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _required(env: Mapping[str, str], name: str, hint: str) -> str:
+    value = _get(env, name)
+    if value is None:
+        raise ConfigError(f"{name}: required but not set ({hint})")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}: {value} is outside {low}..{high}")
+    return value
+
+
+def _base_url(name: str, raw: str, *, origin_only: bool) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{name}: {raw!r} is not an http(s) URL")
+    if parts.query or parts.fragment or (origin_only and parts.path not in ("", "/")):
+        raise ConfigError(f"{name}: {raw!r} must be an origin like https://host[:port], no path")
+    return raw.rstrip("/")
+
+
+def _db(env: Mapping[str, str], name: str, default: float | None, low: float) -> float | None:
+    """A level in dB (``-14``, ``-14.5``) or ``off``; 0 or below, at least ``low``."""
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    if raw.lower() == "off":
+        return None
+    try:
+        value = float(raw.removesuffix("dB").removesuffix("db").strip())
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not a level in dB (e.g. -14) or off") from None
+    if not low <= value <= 0:
+        raise ConfigError(f"{name}: {value:g} dB is outside {low:g}..0 dB")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not a number of seconds") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}: {value:g} is outside {low:g}..{high:g}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = (_get(env, name) or choices[0]).lower()
+    if value not in choices:
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _allowed_callers(env: Mapping[str, str]) -> frozenset[str]:
+    numbers = {n.strip() for n in (_get(env, "ALLOWED_CALLERS") or "").split(",")} - {""}
+    for number in numbers:
+        if not _E164.match(number):
+            raise ConfigError(f"ALLOWED_CALLERS: {number!r} is not an E.164 number")
+    return frozenset(numbers)
+
+
+def _parse(env: Mapping[str, str]) -> Settings:
+    access = twilio_access(env)
+    public, sid, token = access.public_base_url, access.account_sid, access.auth_token
+    agent = _required(env, "AGENT_NUMBER", "the E.164 number of the agent to dial, e.g. +1...")
+    if not _DIALABLE.match(agent):
+        raise ConfigError(f"AGENT_NUMBER: {agent!r} is not an E.164 number (+15551234567)")
+    caller_id = _get(env, "AGENT_CALLER_ID")
+    if caller_id is not None and not _E164.match(caller_id):
+        raise ConfigError(f"AGENT_CALLER_ID: {caller_id!r} is not an E.164 number")
+
+    engine = (_get(env, "ENGINE") or "openai").lower()
+    if engine not in engines.ENGINES:
+        raise ConfigError(f"ENGINE: {engine!r} is not one of {', '.join(engines.ENGINES)}")
+    engine_config = engines.config_from_env(engine, env)
+    api_key = _get(env, "OPENAI_API_KEY")
+    openai_base = _get(env, "OPENAI_BASE_URL")
+    if openai_base is not None:
+        openai_base = _base_url("OPENAI_BASE_URL", openai_base, origin_only=False)
+
+    languages: dict[str, str] = {}
+    for name, default in (("CALLER_LANGUAGE", "es"), ("AGENT_LANGUAGE", "en")):
+        code = (_get(env, name) or default).lower()
+        _check_speakable(name, code, engine)
+        languages[name] = code
+
+    transcription = _get(env, "TRANSCRIPTION_MODEL") or "gpt-realtime-whisper"
+    level = (_get(env, "LOG_LEVEL") or "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"LOG_LEVEL: {level!r} is not DEBUG, INFO, WARNING or ERROR")
+
+    langs = _language_settings(
+        env, engine, languages["CALLER_LANGUAGE"], languages["AGENT_LANGUAGE"]
+    )
+    return Settings(
+        public_base_url=public,
+        twilio_account_sid=sid,
+        twilio_auth_token=token,
+        agent_number=agent,
+        port=_int(env, "PORT", 8000, 1, 65535),
+        twilio_api_base_url=access.api_base_url,
+        caller_language=languages["CALLER_LANGUAGE"],
+        agent_language=languages["AGENT_LANGUAGE"],
+        engine=engine,
+        engine_config=engine_config,
+        openai_api_key=api_key,
+        openai_base_url=openai_base,
+        translation_model=_get(env, "TRANSLATION_MODEL") or "gpt-realtime-translate",
+        transcription_model=None if transcription.lower() == "off" else transcription,
+        agent_caller_id=caller_id,
+        agent_dial_timeout_s=_int(env, "AGENT_DIAL_TIMEOUT", 30, 5, 600),
+        log_level=level,
+        log_format=_choice(env, "LOG_FORMAT", ("text", "json")),
+        session_max_s=_int(env, "SESSION_MAX_SECONDS", 3300, 3, 86_400),
+        max_concurrent_calls=_int(env, "MAX_CONCURRENT_CALLS", 50, 1, 10_000),
+        max_call_s=_int(env, "MAX_CALL_SECONDS", 14_400, 5, 86_400),
+        allowed_callers=_allowed_callers(env),
+        shutdown_grace_s=_int(env, "SHUTDOWN_GRACE_SECONDS", 120, 0, 3600),
+        passthrough_db=_db(env, "PASSTHROUGH_DB", -14.0 if engine != "relay" else None, -60),
+        duck_db=_db(env, "DUCK_DB", -12.0, -60) or 0.0,
+        echo_guard_db=_db(env, "ECHO_GUARD_DB", -30.0 if engine != "relay" else None, -120),
+        backlog_max_s=_seconds(env, "BACKLOG_MAX_SECONDS", 3.0, 0.5, 60.0),
+        backlog_policy=_choice(env, "BACKLOG_POLICY", ("drop-oldest", "clear")),
+        caller_languages=langs.caller_languages,
+        agent_languages=langs.agent_languages,
+        agent_machine_detection=_switch(env, "AGENT_MACHINE_DETECTION", default=True),
+        languages_file=langs.languages_file,
+        prompts_file=langs.prompts_file,
+        glossary_file=_glossary_file(env),
+        database_url=_database_url(env),
+        admin_token=_admin_token(env),
+        redis_url=_redis_url(env),
+    )
+
+
+# -- call records and the admin API ----------------------------------------------------------
+
+
+def _database_url(env: Mapping[str, str]) -> str:
+    """DATABASE_URL: SQLite (embedded) or PostgreSQL, as an SQLAlchemy URL.
+
+    ``postgres://`` and ``postgresql://`` (what hosting providers hand out) mean the psycopg 3
+    driver this project installs, not SQLAlchemy's default psycopg2.
+    """
+    raw = _get(env, "DATABASE_URL") or DEFAULT_DATABASE_URL
+    if raw.startswith("postgres://"):
+        raw = "postgresql://" + raw.removeprefix("postgres://")
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        # Not echoed: a malformed URL may still contain a password.
+        raise ConfigError(
+            "DATABASE_URL: not a database URL (sqlite:///path or postgresql://...)"
+        ) from None
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    if url.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
+        raise ConfigError(
+            f"DATABASE_URL: {url.drivername!r} is not supported (sqlite or postgresql)"
+        )
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        # Each pooled connection would get its own empty in-memory database.
+        raise ConfigError("DATABASE_URL: SQLite needs a file (sqlite:///data/bridge.sqlite3)")
+    return url.render_as_string(hide_password=False)
+
+
+def _redis_url(env: Mapping[str, str]) -> str | None:
+    raw = _get(env, "REDIS_URL")
+    if raw is None:
+        return None
+    if urlsplit(raw).scheme not in ("redis", "rediss", "unix"):
+        # Not echoed: it may contain a password.
+        raise ConfigError("REDIS_URL: not a Redis URL (redis://host:6379/0, rediss://, unix://)")
+    return raw
+
+
+def _admin_token(env: Mapping[str, str]) -> str | None:
+    token = _get(env, "ADMIN_TOKEN")
+    if token is not None and len(token) < ADMIN_TOKEN_MIN_CHARS:
+        raise ConfigError(
+            f"ADMIN_TOKEN: too short (at least {ADMIN_TOKEN_MIN_CHARS} characters; "
+            "e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    return token
+
+
+# -- languages and prompts -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _LanguageSettings:
+    caller_languages: tuple[str, ...]
+    agent_languages: tuple[tuple[str, str], ...]
+    languages_file: Path
+    prompts_file: Path
+
+
+def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
+    raw = _get(env, name)
+    return default if raw is None else Path(raw).expanduser().resolve()
+
+
+def _glossary_file(env: Mapping[str, str]) -> Path:
+    """GLOSSARY_FILE, parsed now so a bad glossary stops start-up, not the first call."""
+    path = _path(env, "GLOSSARY_FILE", DEFAULT_GLOSSARY_FILE)
+    try:
+        load_glossary(path)
+    except GlossaryFileError as exc:
+        raise ConfigError(f"GLOSSARY_FILE: {exc}") from None
+    return path
+
+
+def _switch(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    if raw.lower() in ("on", "true", "yes", "1"):
+        return True
+    if raw.lower() in ("off", "false", "no", "0"):
+        return False
+    raise ConfigError(f"{name}: {raw!r} is not on or off")
+
+
+def _check_speakable(name: str, code: str, engine: str) -> None:
+    """``code`` is a language the selected engine can speak to a listener."""
+    allowed = engines.entry(engine).output_languages
+    if allowed is not None and code not in allowed:
+        raise ConfigError(
+            f"{name}: {code!r} is not a language ENGINE={engine} can speak "
+            f"({' '.join(sorted(allowed))})"
+        )
+
+
+def _check_language(name: str, code: str, engine: str, book: PromptBook) -> None:
+    """A language the bridge will speak: in the table, speakable, with every prompt."""
+    table = book.languages
+    if code not in table:
+        known = " ".join(table.codes)
+        raise ConfigError(f"{name}: {code!r} is not a language of {table.path} ({known})")
+    _check_speakable(name, code, engine)
+    missing = book.missing(code)
+    if missing:
+        raise ConfigError(f"{name}: {code!r} has no {', '.join(missing)} in {book.path}")
+
+
+def _caller_languages(
+    env: Mapping[str, str], engine: str, book: PromptBook, default: str
+) -> tuple[str, ...]:
+    raw = _get(env, "CALLER_LANGUAGES")
+    if raw is None:
+        return (default,)
+    codes = [c.strip().lower() for c in raw.split(",") if c.strip()]
+    if not codes:
+        raise ConfigError("CALLER_LANGUAGES: lists no language")
+    by_digit: dict[str, str] = {}
+    for code in codes:
+        _check_language("CALLER_LANGUAGES", code, engine, book)
+        if codes.count(code) > 1:
+            raise ConfigError(f"CALLER_LANGUAGES: {code!r} is listed twice")
+        digit = book.languages[code].digit
+        if digit in by_digit:
+            # One key must pick one language; the digits live in the table, so say where.
+            raise ConfigError(
+                f"CALLER_LANGUAGES: {by_digit[digit]} and {code} both use key {digit} in "
+                f"{book.languages.path}; offer one of them or give one another digit there"
+            )
+        by_digit[digit] = code
+    return tuple(codes)
+
+
+def _agent_languages(
+    env: Mapping[str, str], engine: str, book: PromptBook
+) -> tuple[tuple[str, str], ...]:
+    raw = _get(env, "AGENT_LANGUAGES")
+    pairs: dict[str, str] = {}
+    for item in (raw or "").split(","):
+        if not item.strip():
+            continue
+        # rpartition: a sip: address may itself contain '=' (sip:a@b;transport=tls=de).
+        number, sep, code = item.strip().rpartition("=")
+        number, code = number.strip(), code.strip().lower()
+        if not sep or not _DIALABLE.match(number):
+            raise ConfigError(f"AGENT_LANGUAGES: {item.strip()!r} is not number=language")
+        if number in pairs:
+            raise ConfigError(f"AGENT_LANGUAGES: {number} is listed twice")
+        _check_language("AGENT_LANGUAGES", code, engine, book)
+        pairs[number] = code
+    return tuple(pairs.items())
+
+
+def _language_settings(
+    env: Mapping[str, str], engine: str, caller_language: str, agent_language: str
+) -> _LanguageSettings:
+    languages_file = _path(env, "LANGUAGES_FILE", DEFAULT_LANGUAGES_FILE)
+    prompts_file = _path(env, "PROMPTS_FILE", DEFAULT_PROMPTS_FILE)
+    try:
+        book = load_prompts(prompts_file, languages_file)
+    except LanguageFileError as exc:
+        raise ConfigError(f"LANGUAGES_FILE: {exc}") from None
+    except PromptFileError as exc:
+        raise ConfigError(f"PROMPTS_FILE: {exc}") from None
+    _check_language("CALLER_LANGUAGE", caller_language, engine, book)
+    _check_language("AGENT_LANGUAGE", agent_language, engine, book)
+    return _LanguageSettings(
+        caller_languages=_caller_languages(env, engine, book, caller_language),
+        agent_languages=_agent_languages(env, engine, book),
+        languages_file=languages_file,
+        prompts_file=prompts_file,
+    )

@@ -1,0 +1,1 @@
+"""Twilio: the Media Streams wire, REST, TwiML, signatures, the language menu."""
