@@ -12,7 +12,7 @@ from typing import Any
 from flask import Flask
 from flask_sock import Sock
 
-from bridge.calls.control import MEDIA_PATH, CallControl
+from bridge.calls.control import CallControl
 from bridge.calls.events import EventHub
 from bridge.engines import registry as engines
 from bridge.engines.contract import Engine
@@ -21,6 +21,7 @@ from bridge.ops.metrics import Metrics
 from bridge.settings.env import Settings
 from bridge.telephony.media_wire import MAX_MESSAGE_BYTES
 from bridge.telephony.rest import TwilioRest
+from bridge.telephony.routes import MEDIA_PATH
 from bridge.telephony.signatures import SignatureChecker
 from bridge.telephony.stream_socket import NoReaderThread
 from bridge.web.media_stream import MediaStreamHandler
@@ -84,8 +85,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.before_request(check_signatures)
     app.register_blueprint(bp)
 
-    # -- call records and the admin API (bridge/records/store.py, bridge/web/live.py,
-    # bridge/web/api.py) ----
+    # -- call records and the admin API (bridge.records.store, bridge.web.live, bridge.web.api)
     # The schema is created or upgraded now, before any call. A database that cannot be
     # reached does not stop the bridge taking calls: the store's writer retries, and events
     # wait in its bounded queue. The writer and the live view each read the hub from their

@@ -1,8 +1,7 @@
 """The stand-in of every translation engine, as the shared suite (tests/test_engines.py) drives it.
 
 One entry per engine of bridge/engines/registry.py (``relay`` needs none). Each vendor's stand-in
-lives
-in tests/fakes/ and speaks that vendor's documented wire protocol; the harness here adapts it
+lives in tests/fakes/ and speaks that vendor's documented wire protocol; the harness here adapts it
 to :class:`tests.engine_harness.EngineHarness`.
 """
 

@@ -1,5 +1,4 @@
-"""Bland's wire format (bridge/engines/bland/wire.py): what we send, what we accept, what we
-refuse."""
+"""Bland's wire format (bridge.engines.bland.wire): what we send, accept and refuse."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The Media Stream socket read in the calling thread (bridge/telephony/stream_socket.py), over a
-socketpair."""
+"""The Media Stream socket read in the calling thread (bridge.telephony.stream_socket)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """``python -m bridge.telephony.number`` against the Twilio stand-in's IncomingPhoneNumbers API,
-through
-the real twilio SDK (TWILIO_API_BASE_URL rewritten as the bridge does)."""
+through the real twilio SDK (TWILIO_API_BASE_URL rewritten as the bridge does)."""
 
 from __future__ import annotations
 

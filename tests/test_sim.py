@@ -158,8 +158,7 @@ def test_simulator_cli_translates_through_the_openai_stand_in_and_answers_the_me
 
 def test_fallback_url_apologises_and_hangs_up(tmp_path: Path) -> None:
     """The fallback `bridge.telephony.number` sets: signed like every webhook, answers with a Say
-    and a
-    Hangup in the lead language, dials nobody."""
+    and a Hangup in the lead language, dials nobody."""
     import requests
 
     port = free_port()

@@ -26,12 +26,10 @@ from bridge.settings.env import Settings
 from bridge.settings.prompts import Prompt, PromptBook, PromptName, load_prompts
 from bridge.telephony.media_wire import Start
 from bridge.telephony.rest import FINAL_STATUSES, DialRequest, TwilioRest, TwilioRestError
+from bridge.telephony.routes import AMD_PATH, MEDIA_PATH, STATUS_PATH
 from bridge.telephony.twiml import PARAM_CALL, PARAM_LEG, connect_stream, say_and_hang_up
 
 log = logging.getLogger(__name__)
-MEDIA_PATH = "/media"
-STATUS_PATH = "/twilio/status"
-AMD_PATH = "/twilio/amd"
 # The agent's stream can only start after Twilio answered our create request; if its `start`
 # races the REST response, wait this long for the CallSid before refusing the stream.
 AGENT_SID_WAIT_S = 5.0

@@ -1,8 +1,8 @@
 """The speaker's audio waiting for an engine connection: bounded, oldest dropped first.
 
-Every engine needs it: audio queued by ``send_audio`` (never blocking) until the writer can
-send it, held while a connection reopens, the newest few seconds at most so a dead engine
-cannot grow memory. Not thread-safe on its own: the owning session guards it with its lock.
+Every engine needs it: audio queued by ``send_audio`` (never blocking) until the writer can send it,
+held while a connection reopens, the newest few seconds at most so a dead engine cannot grow memory.
+Not thread-safe on its own: the owning session guards it with its lock.
 (``bridge.engines.openai.translate_engine`` still keeps its own copy of this logic; it could use
 this class.)
 """

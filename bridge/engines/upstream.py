@@ -2,12 +2,11 @@
 OpenAI engines share (``openai`` translation, ``openai-realtime`` interpretation).
 
 An :class:`UpstreamSession` is a :class:`~bridge.engines.contract.TranslationSession`. Its *writer*
-thread
-owns everything sent upstream through a :class:`Link` (one vendor session each): it opens links,
-sends the speaker's audio in ~100 ms appends, replaces a link that died (with backoff, for at
+thread owns everything sent upstream through a :class:`Link` (one vendor session each): it opens
+links, sends the speaker's audio in ~100 ms appends, replaces a link that died (with backoff, for at
 most ``RECOVERY_BUDGET_S``), rotates links before the vendor's session lifetime ends, and ends the
-last link politely. ``send_audio`` is called from the speaker's Media Stream thread: it converts
-8 kHz to the link's input rate with the session's own stateful resampler and only queues.
+last link politely. ``send_audio`` is called from the speaker's Media Stream thread: it converts 8
+kHz to the link's input rate with the session's own stateful resampler and only queues.
 
 Audio that cannot be sent (socket reconnecting, replacement opening) is held, the newest
 ``HOLD_MS`` at most, and sent as soon as a link is up again: the speaker's words during a blip

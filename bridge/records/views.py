@@ -1,9 +1,8 @@
 """Call records as the API shows them, and a transcript as plain text or WebVTT captions.
 
 Pure: no database, no Flask. The store (bridge/records/store.py) and the live view
-(bridge/web/live.py)
-both build these; bridge/web/api.py serialises them with ``to_json()``. Times are ISO 8601 in
-UTC (``2026-05-01T10:00:00.123Z``); offsets are milliseconds from the call's start.
+(bridge/web/live.py) both build these; bridge/web/api.py serialises them with ``to_json()``. Times
+are ISO 8601 in UTC (``2026-05-01T10:00:00.123Z``); offsets are milliseconds from the call's start.
 """
 
 from __future__ import annotations

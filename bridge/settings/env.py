@@ -54,8 +54,7 @@ class Settings:
     agent_language: str = "en"
     engine: str = "openai"
     # What the selected engine's ``config_from_env`` returned (bridge/engines/registry.py): its
-    # keys,
-    # base URLs, model and voice. Out of repr: it holds secrets.
+    # keys, base URLs, model and voice. Out of repr: it holds secrets.
     engine_config: Any = field(default=None, repr=False, compare=False)
     openai_api_key: str | None = None
     openai_base_url: str | None = None
@@ -85,8 +84,7 @@ class Settings:
     # Terms engines with a glossary keep or translate a given way (bridge/settings/glossary.py).
     glossary_file: Path = DEFAULT_GLOSSARY_FILE
     # Call records and the admin API (bridge/records/store.py, bridge/web/api.py). Kept out of
-    # repr: the
-    # URL may carry a database password, and the token is a secret.
+    # repr: the URL may carry a database password, and the token is a secret.
     database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
     admin_token: str | None = field(default=None, repr=False)
     # Several instances: shared call state and cross-instance audio (docs/scaling.md). None

@@ -16,7 +16,6 @@ from bridge.settings.languages import Language, LanguageTable
 from bridge.settings.prompts import Prompt, PromptBook
 from bridge.telephony.twiml import gather_menu, say_all_and_hang_up
 
-LANGUAGE_PATH = "/twilio/language"
 MENU_ATTEMPTS = 3
 # Seconds Twilio waits for an answer after the last option was said (its default is 5).
 ANSWER_TIMEOUT_S = 6

@@ -1,5 +1,4 @@
-"""Point a Twilio phone number at this deployment: ``python -m bridge.telephony.number
-+15551234567``.
+"""Point a Twilio number at this deployment: ``python -m bridge.telephony.number +15551234567``.
 
 Sets the number's voice webhook (``/twilio/voice``, POST), its fallback (``/twilio/fallback``,
 POST: the caller hears an apology instead of Twilio's "application error" when the webhook
@@ -19,10 +18,9 @@ from typing import Any, TextIO
 
 from twilio.base.exceptions import TwilioException, TwilioRestException
 
-from bridge.calls.control import STATUS_PATH
 from bridge.settings.env import ConfigError, read_environment, twilio_access
 from bridge.telephony.rest import describe, rest_client
-from bridge.web.webhooks import FALLBACK_PATH, VOICE_PATH
+from bridge.telephony.routes import FALLBACK_PATH, STATUS_PATH, VOICE_PATH
 
 # Twilio's code for an account SID / auth token pair it does not accept.
 AUTHENTICATION_FAILED = 20003

@@ -14,19 +14,22 @@ from flask import Blueprint, Response, abort, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
-from bridge.calls.control import AMD_PATH, MEDIA_PATH, STATUS_PATH, CallControl, Draining
+from bridge.calls.control import CallControl, Draining
 from bridge.ops.metrics import Metrics
 from bridge.settings.env import Settings
-from bridge.telephony.language_menu import LANGUAGE_PATH, MENU_ATTEMPTS, LanguageMenu
+from bridge.telephony.language_menu import MENU_ATTEMPTS, LanguageMenu
+from bridge.telephony.routes import (
+    AMD_PATH,
+    FALLBACK_PATH,
+    LANGUAGE_PATH,
+    MEDIA_PATH,
+    STATUS_PATH,
+    VOICE_PATH,
+)
 from bridge.telephony.signatures import SignatureChecker
 from bridge.telephony.twiml import say_and_hang_up
 
 log = logging.getLogger(__name__)
-VOICE_PATH = "/twilio/voice"
-# The number's "Primary handler fails" URL (see bridge/telephony/number.py): Twilio requests it
-# when the
-# voice webhook answers 5xx, times out or returns bad TwiML.
-FALLBACK_PATH = "/twilio/fallback"
 TWIML_TYPE = "text/xml; charset=utf-8"
 # A Twilio webhook form is well under this; anything larger is refused before parsing.
 MAX_FORM_BYTES = 64 * 1024

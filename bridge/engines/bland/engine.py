@@ -1,11 +1,10 @@
 """``ENGINE=bland``: Bland's Live Translation API, ``twilio_ulaw`` protocol.
 
-One :class:`BlandTranslationSession` per direction of a call. Its *writer* thread owns
-everything sent upstream: it opens :class:`~bridge.engines.bland.link.BlandLink`\\ s (one Bland
-session
-each: REST create, single-use socket, DELETE at the end), sends the speaker's audio as Twilio
-media frames, replaces a link that dropped (Bland cannot resume one: a new session is created),
-and rotates before Bland's 30-minute session limit at a quiet moment.
+One :class:`BlandTranslationSession` per direction of a call. Its *writer* thread owns everything
+sent upstream: it opens :class:`~bridge.engines.bland.link.BlandLink`\\ s (one Bland session each:
+REST create, single-use socket, DELETE at the end), sends the speaker's audio as Twilio media
+frames, replaces a link that dropped (Bland cannot resume one: a new session is created), and
+rotates before Bland's 30-minute session limit at a quiet moment.
 
 Why ``twilio_ulaw``: the speaker's audio is Twilio μ-law already (decoding and re-encoding it is
 exact table work, no resampling), and Bland's answer is 8 kHz μ-law the leg plays as it is;

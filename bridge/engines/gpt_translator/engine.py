@@ -1,8 +1,7 @@
 """``ENGINE=gpt-translator``: GPT Translator's Realtime Translation API (Socket.IO).
 
-One :class:`GptTranslatorSession` per direction of a call. Its *writer* thread owns everything
-sent upstream: it opens :class:`~bridge.engines.gpt_translator.link.GptTranslatorLink`\\ s (one
-Socket.IO
+One :class:`GptTranslatorSession` per direction of a call. Its *writer* thread owns everything sent
+upstream: it opens :class:`~bridge.engines.gpt_translator.link.GptTranslatorLink`\\ s (one Socket.IO
 connection and one server session each), sends the speaker's audio as 100 ms ``audio_chunk``\\ s
 once the server said ``ready_for_audio``, opens a new link when one drops, and sends
 ``translation_stop`` at the end. ``send_audio`` runs on the speaker's Media Stream thread: it

@@ -2,11 +2,10 @@
 
 A :class:`GptTranslatorLink` is owned by one
 :class:`~bridge.engines.gpt_translator.engine.GptTranslatorSession`, whose writer thread is the only
-caller of :meth:`open`, :meth:`send`, :meth:`finish` and :meth:`join`: only it emits, and
-engineio's own write loop is the socket's single writer. Server events are handled on the
-connection's :class:`~bridge.engines.gpt_translator.sio_client.SerialDispatcher` thread, in arrival
-order; they hand
-audio and text to the listener and change :attr:`state`, never write.
+caller of :meth:`open`, :meth:`send`, :meth:`finish` and :meth:`join`: only it emits, and engineio's
+own write loop is the socket's single writer. Server events are handled on the connection's
+:class:`~bridge.engines.gpt_translator.sio_client.SerialDispatcher` thread, in arrival order; they
+hand audio and text to the listener and change :attr:`state`, never write.
 
 A link is never reconnected: a dropped connection makes it ``DEAD`` and the owner opens a new
 link, which sends ``translation_start`` again on a new server session (the old one is gone

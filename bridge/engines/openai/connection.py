@@ -1,12 +1,12 @@
 """What the OpenAI links share: one SDK WebSocket connection, its reader thread, reconnects.
 
 A link (:class:`~bridge.engines.openai.translate_link.TranslationLink`,
-:class:`~bridge.openai_realtime_link.
-RealtimeLink`) is owned by one :class:`~bridge.engines.upstream.UpstreamSession`. The socket has one
-writer at a time: every message we send holds the link's write lock (the owner's writer thread
-appends audio; the reader thread may send the few control events a server event calls for).
-The reader iterates the SDK's typed server events and dispatches them through a table of
-``_on_<event>`` handlers the subclass provides; unknown events are logged at debug.
+:class:`~bridge.engines.openai.voice_link.RealtimeLink`) is owned by one
+:class:`~bridge.engines.upstream.UpstreamSession`. The socket has one writer at a time: every
+message we send holds the link's write lock (the owner's writer thread appends audio; the reader
+thread may send the few control events a server event calls for). The reader iterates the SDK's
+typed server events and dispatches them through a table of ``_on_<event>`` handlers the subclass
+provides; unknown events are logged at debug.
 
 Transient drops (close 1001/1006/1011/...) are retried by the SDK (``on_reconnecting``, backoff).
 A reconnect opens a *fresh* server session with default settings, so when its ``session.created``

@@ -2,9 +2,8 @@
 
 One :class:`~bridge.engines.upstream.UpstreamSession` per direction of a call, whose links are
 :class:`~bridge.engines.openai.translate_link.TranslationLink`\\ s: the speaker's audio goes up as
-24 kHz PCM16
-(the only format the endpoint takes), translated 24 kHz PCM16 comes back and the listener's leg
-resamples it to 8 kHz.
+24 kHz PCM16 (the only format the endpoint takes), translated 24 kHz PCM16 comes back and the
+listener's leg resamples it to 8 kHz.
 
 Why the SDK's sync client: typed events and reconnection with backoff; its threads fit the
 thread-per-socket model of flask-sock under gunicorn.

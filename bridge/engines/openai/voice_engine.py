@@ -2,10 +2,9 @@
 
 For listeners whose language the translation model cannot speak. One
 :class:`~bridge.engines.upstream.UpstreamSession` per direction (holding, replacement, rotation as
-for
-``ENGINE=openai``) whose links are :class:`~bridge.engines.openai.voice_link.RealtimeLink`\\ s:
-instructions for the direction's language pair and the glossary's terms for it, server VAD,
-one out-of-band response per turn and no conversation state kept.
+for ``ENGINE=openai``) whose links are :class:`~bridge.engines.openai.voice_link.RealtimeLink`\\ s:
+instructions for the direction's language pair and the glossary's terms for it, server VAD, one
+out-of-band response per turn and no conversation state kept.
 
 Audio on the wire: G.711 μ-law at 8 kHz by default (``REALTIME_AUDIO_FORMAT=pcmu``): the
 speaker's audio goes up as Twilio delivered it, at a third of the bytes of 24 kHz PCM16 (a sixth

@@ -10,9 +10,8 @@ One :class:`SonioxTranslationSession` per direction of a call, each with:
 * the link's *reader* thread, which turns final tokens into the transcript (``on_text``) and
   hands every translated chunk to the speaker the moment it is final (at an endpoint or a
   sentence end);
-* a :class:`~bridge.engines.speech.openai_tts.StreamingSpeaker` thread that speaks those chunks in
-order and
-  streams their 24 kHz audio to the listener (the leg resamples).
+* a :class:`~bridge.engines.speech.openai_tts.StreamingSpeaker` thread that speaks those chunks
+  in order and streams their 24 kHz audio to the listener (the leg resamples).
 
 ``send_audio`` runs on the speaker's Media Stream thread and only queues. Audio that cannot be
 sent (a request reopening) is held, the newest ``HOLD_MS`` at most, and sent when one is up.

@@ -1,10 +1,10 @@
 """One Soniox WebSocket (one real-time request) and its reader thread.
 
 A :class:`SonioxLink` is owned by one
-:class:`~bridge.engines.soniox.engine.SonioxTranslationSession`;
-its writer thread is the only caller of :meth:`open`, :meth:`send_audio`, :meth:`keepalive` and
-:meth:`end`, so the socket has one writer of ours. The reader thread parses every response and
-hands its tokens to ``on_tokens``; it never writes.
+:class:`~bridge.engines.soniox.engine.SonioxTranslationSession`; its writer thread is the only
+caller of :meth:`open`, :meth:`send_audio`, :meth:`keepalive` and :meth:`end`, so the socket has one
+writer of ours. The reader thread parses every response and hands its tokens to ``on_tokens``; it
+never writes.
 
 Soniox does not reconnect a request: a dropped socket, or an error response (after which the
 server closes), ends the link for good, and the owner opens a new one.
