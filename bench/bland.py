@@ -32,8 +32,8 @@ from bridge.audio.pcm import Pcm16, pcm16_to_ulaw, ulaw_to_pcm16
 from bridge.engines.bland import wire
 from bridge.engines.bland.engine import BlandEngine
 from bridge.engines.contract import SessionSpec, TextKind
+from bridge.engines.registry import settings_from_env
 from bridge.ops.metrics import Metrics
-from bridge.settings.env import Settings
 from tests.engine_standins import BLAND_KEY
 from tests.fakes.audio import sine
 from tests.fakes.bland import FakeBland
@@ -60,7 +60,7 @@ def added_latency(utterances: int) -> tuple[list[float], list[float]]:
     """Per frame, and per utterance's first frame (what the listener waits on), in ms."""
     with FakeBland(api_key=BLAND_KEY) as server:
         env = {"ENGINE": "bland", "BLAND_API_KEY": BLAND_KEY, "BLAND_BASE_URL": server.base_url}
-        settings = Settings.from_env({**BASE_ENV, **env}, env_file=None)
+        settings = settings_from_env({**BASE_ENV, **env}, env_file=None)
         clock = Clock()
         session = BlandEngine(settings, Metrics()).session(
             SessionSpec(f"CA{uuid.uuid4().hex}", "caller_to_agent", "en"), clock

@@ -36,9 +36,10 @@ from bridge.audio.pcm import TWILIO_RATE_HZ, Pcm16
 from bridge.audio.resample import Downsampler24kTo8k, Upsampler8kTo24k
 from bridge.engines import registry as engines
 from bridge.engines.contract import SessionSpec, TextKind, TranslationSession
-from bridge.engines.openai.interpreter import AudioFormat, decode_output, encode_input
+from bridge.engines.openai.config import AudioFormat
+from bridge.engines.openai.interpreter import decode_output, encode_input
+from bridge.engines.registry import settings_from_env
 from bridge.ops.metrics import Metrics
-from bridge.settings.env import Settings
 from tests.engine_harness import EngineHarness, TimedHarness
 from tests.engine_standins import HARNESSES, OpenAIRealtimeHarness
 from tests.test_engines import BASE_ENV, speak
@@ -74,7 +75,7 @@ class Arrivals:
 
 def run_session(harness: EngineHarness, env: Mapping[str, str], turns: int) -> list[float]:
     """Milliseconds from the stand-in's send to ``on_audio``, for each piece of audio."""
-    settings = Settings.from_env({**BASE_ENV, **harness.env(), **env}, env_file=None)
+    settings = settings_from_env({**BASE_ENV, **harness.env(), **env}, env_file=None)
     arrivals = Arrivals()
     spec = SessionSpec(f"CA{uuid.uuid4().hex}", "caller_to_agent", "en", "es")
     started = time.monotonic()

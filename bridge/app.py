@@ -16,6 +16,7 @@ from bridge.calls.control import CallControl
 from bridge.calls.events import EventHub
 from bridge.engines import registry as engines
 from bridge.engines.contract import Engine
+from bridge.engines.registry import settings_from_env
 from bridge.ops.logs import configure_logging
 from bridge.ops.metrics import Metrics
 from bridge.settings.env import Settings
@@ -56,7 +57,7 @@ def build_control(settings: Settings, metrics: Metrics, hub: EventHub) -> CallCo
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the bridge. Settings come from the environment unless given (tests)."""
-    settings = settings if settings is not None else Settings.from_env()
+    settings = settings if settings is not None else settings_from_env()
     configure_logging(settings.log_level, settings.log_format)
     metrics = Metrics()
     hub = EventHub()  # call events for the store and the live console

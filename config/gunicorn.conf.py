@@ -33,10 +33,11 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bridge.settings.env import ConfigError, Settings
+from bridge.engines.registry import settings_from_env
+from bridge.settings.env import ConfigError
 
 try:
-    _settings = Settings.from_env()
+    _settings = settings_from_env()
 except ConfigError as _exc:
     sys.stderr.write(f"configuration error: {_exc}\n")
     sys.exit(2)

@@ -23,8 +23,8 @@ from flask.testing import FlaskClient
 
 from bridge.app import create_app
 from bridge.calls.events import CallEnded, CallStarted, EventHub, SegmentClosed, TextFragment
+from bridge.engines.registry import settings_from_env
 from bridge.records.store import CallStore
-from bridge.settings.env import Settings
 from bridge.web.events_stream import POLL_S
 from bridge.web.live import LiveCalls
 from tests.bridge_process import AGENT_NUMBER, OPENAI_KEY
@@ -58,7 +58,7 @@ def make_app(tmp_path: Path, token: str | None = TOKEN) -> Flask:
     }
     if token is not None:
         env["ADMIN_TOKEN"] = token
-    return create_app(Settings.from_env(env, env_file=None))
+    return create_app(settings_from_env(env, env_file=None))
 
 
 def close_app(app: Flask) -> None:
@@ -155,7 +155,7 @@ def test_settings_refuse_a_short_admin_token() -> None:
         "ADMIN_TOKEN": "short",
     }
     with pytest.raises(ConfigError, match="ADMIN_TOKEN: too short"):
-        Settings.from_env(env, env_file=None)
+        settings_from_env(env, env_file=None)
 
 
 # -- list and detail ------------------------------------------------------------------------

@@ -21,8 +21,9 @@ from websockets.sync.client import connect
 from bridge.audio.pcm import Pcm16, ulaw_to_pcm16
 from bridge.engines.bland.engine import BlandEngine, BlandTranslationSession
 from bridge.engines.contract import Direction, SessionSpec
+from bridge.engines.registry import settings_from_env
 from bridge.ops.metrics import Metrics
-from bridge.settings.env import ConfigError, Settings
+from bridge.settings.env import ConfigError
 from tests.engine_standins import BLAND_KEY
 from tests.fakes.audio import load_wav
 from tests.fakes.bland import FakeBland
@@ -44,7 +45,7 @@ def engine_for(server: FakeBland | None, **env: str) -> tuple[BlandEngine, Metri
     base = {"ENGINE": "bland", "BLAND_API_KEY": BLAND_KEY}
     if server is not None:
         base["BLAND_BASE_URL"] = server.base_url
-    settings = Settings.from_env({**BASE_ENV, **base, **env}, env_file=None)
+    settings = settings_from_env({**BASE_ENV, **base, **env}, env_file=None)
     metrics = Metrics()
     return BlandEngine(settings, metrics), metrics
 
@@ -77,7 +78,7 @@ def wait_until(what: str, ready: object, timeout: float = 10.0) -> None:
 
 def test_a_missing_key_stops_start_up_with_one_line() -> None:
     with pytest.raises(ConfigError) as info:
-        Settings.from_env({**BASE_ENV, "ENGINE": "bland"}, env_file=None)
+        settings_from_env({**BASE_ENV, "ENGINE": "bland"}, env_file=None)
     assert str(info.value).startswith("BLAND_API_KEY: required with ENGINE=bland")
     assert "\n" not in str(info.value)
 
@@ -265,7 +266,7 @@ def test_delete_of_an_ended_session_is_a_no_op(bland: FakeBland) -> None:
 )
 def test_live_spanish_caller_is_translated_to_english() -> None:
     env = {k: os.environ[k] for k in ("BLAND_API_KEY", "BLAND_BASE_URL") if k in os.environ}
-    settings = Settings.from_env({**BASE_ENV, "ENGINE": "bland", **env}, env_file=None)
+    settings = settings_from_env({**BASE_ENV, "ENGINE": "bland", **env}, env_file=None)
     heard = Recorder()
     session = BlandEngine(settings, Metrics()).session(
         SessionSpec("CAlive", "caller_to_agent", "en"), heard

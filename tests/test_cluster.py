@@ -21,7 +21,8 @@ import pytest
 import redis
 
 from bench.load import run_load
-from bridge.settings.env import ConfigError, Settings
+from bridge.engines.registry import settings_from_env
+from bridge.settings.env import ConfigError
 from bridge.settings.prompts import prompt
 from tests.bridge_process import ROOT, free_port
 from tests.call_helpers import (
@@ -249,12 +250,12 @@ def test_redis_url_is_checked_and_never_shown() -> None:
         "AGENT_NUMBER": "+15551230000",
         "ENGINE": "relay",
     }
-    assert Settings.from_env(base, env_file=None).redis_url is None
+    assert settings_from_env(base, env_file=None).redis_url is None
     url = "redis://:s3cret@redis.internal:6379/0"
-    s = Settings.from_env({**base, "REDIS_URL": url}, env_file=None)
+    s = settings_from_env({**base, "REDIS_URL": url}, env_file=None)
     assert s.redis_url == url and "s3cret" not in repr(s)
     with pytest.raises(ConfigError) as info:
-        Settings.from_env({**base, "REDIS_URL": "http://:s3cret@x"}, env_file=None)
+        settings_from_env({**base, "REDIS_URL": "http://:s3cret@x"}, env_file=None)
     assert str(info.value).startswith("REDIS_URL: ") and "s3cret" not in str(info.value)
 
 

@@ -20,7 +20,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from bridge.settings.env import Settings
+from bridge.engines.registry import settings_from_env
 from bridge.web import console
 from bridge.web.api import COOKIE
 from tests import a11y, chromium
@@ -60,7 +60,7 @@ def console_client(public_base_url: str = "http://127.0.0.1:8", token: str = TOK
         "ADMIN_TOKEN": token,
     }
     app = Flask(__name__)
-    app.extensions["bridge.settings.env"] = Settings.from_env(env, env_file=None)
+    app.extensions["bridge.settings.env"] = settings_from_env(env, env_file=None)
     app.register_blueprint(console.bp)
     return app.test_client()
 

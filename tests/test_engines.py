@@ -19,8 +19,8 @@ import pytest
 from bridge.audio.pcm import TWILIO_RATE_HZ, Pcm16
 from bridge.engines import registry as engines
 from bridge.engines.contract import Direction, SessionSpec, TextKind, TranslationSession
+from bridge.engines.registry import settings_from_env
 from bridge.ops.metrics import Metrics
-from bridge.settings.env import Settings
 from tests.bridge_process import ACCOUNT_SID, AGENT_NUMBER, AUTH_TOKEN
 from tests.engine_harness import EngineHarness
 from tests.engine_standins import HARNESSES
@@ -94,7 +94,7 @@ def harness(request: pytest.FixtureRequest) -> Iterator[EngineHarness]:
 def open_session(
     harness: EngineHarness, output_language: str = "en", direction: Direction = "caller_to_agent"
 ) -> tuple[TranslationSession, Recorder]:
-    settings = Settings.from_env({**BASE_ENV, **harness.env()}, env_file=None)
+    settings = settings_from_env({**BASE_ENV, **harness.env()}, env_file=None)
     engine = engines.build(settings, Metrics())
     recorder = Recorder()
     spec = SessionSpec(f"CA{uuid.uuid4().hex}", direction, output_language)

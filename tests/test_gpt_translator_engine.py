@@ -24,13 +24,14 @@ from bridge.audio.pcm import TWILIO_RATE_HZ, Pcm16, ulaw_to_pcm16
 from bridge.audio.resample import Upsampler8kTo24k
 from bridge.engines.contract import SessionSpec, is_out_of_credit
 from bridge.engines.gpt_translator import wire
+from bridge.engines.gpt_translator.config import config_from_env
 from bridge.engines.gpt_translator.engine import (
     CHUNK_SAMPLES,
     GptTranslatorSession,
-    config_from_env,
 )
+from bridge.engines.registry import settings_from_env
 from bridge.ops.metrics import Metrics
-from bridge.settings.env import ConfigError, Settings
+from bridge.settings.env import ConfigError
 from bridge.settings.prompts import prompt
 from tests.bridge_process import run_gunicorn_once
 from tests.call_helpers import (
@@ -111,7 +112,7 @@ def test_server_events_parse_to_typed_events() -> None:
 
 def test_settings_need_the_key_and_take_another_url() -> None:
     with pytest.raises(ConfigError) as missing:
-        Settings.from_env({**BASE_ENV, "ENGINE": "gpt-translator"}, env_file=None)
+        settings_from_env({**BASE_ENV, "ENGINE": "gpt-translator"}, env_file=None)
     message = str(missing.value)
     assert message.startswith("GPT_TRANSLATOR_API_KEY:") and "\n" not in message
     with pytest.raises(ConfigError, match=r"^GPT_TRANSLATOR_URL:"):

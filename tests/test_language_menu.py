@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from bridge.engines.registry import settings_from_env
 from bridge.settings.env import ConfigError, Settings
 from bridge.settings.prompts import load_prompts, prompt
 from bridge.sim.answers import gather_params
@@ -47,7 +48,7 @@ BASE = {
 
 
 def settings(**overrides: str) -> Settings:
-    return Settings.from_env({**BASE, **overrides}, env_file=None)
+    return settings_from_env({**BASE, **overrides}, env_file=None)
 
 
 # -- matching answers (pure) ------------------------------------------------------------------

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from bridge.calls.control import TIME_LIMIT_NOTICE_S, notice_at_s
-from bridge.settings.env import Settings
+from bridge.engines.registry import settings_from_env
 from bridge.settings.prompts import prompt
 from bridge.telephony.rest import DialRequest, TwilioRest
 from tests.bridge_process import ACCOUNT_SID, AUTH_TOKEN, free_port
@@ -145,7 +145,7 @@ def test_sigterm_drains_then_ends_calls_with_a_notice(
 def test_ending_a_call_that_already_ended_is_not_an_error() -> None:
     with FakeTwilio(ACCOUNT_SID, AUTH_TOKEN, f"http://127.0.0.1:{free_port()}") as twilio:
         twilio.default_dial = DialBehaviour(outcome="busy", answer_delay_s=0.0)
-        settings = Settings.from_env(
+        settings = settings_from_env(
             {
                 "PUBLIC_BASE_URL": "https://bridge.example.com",
                 "TWILIO_ACCOUNT_SID": ACCOUNT_SID,

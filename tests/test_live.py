@@ -15,8 +15,8 @@ import pytest
 from bridge.audio.pcm import Pcm16, ulaw_to_pcm16
 from bridge.engines.contract import SessionSpec, TextKind
 from bridge.engines.openai.translate_engine import OpenAIEngine
+from bridge.engines.registry import settings_from_env
 from bridge.ops.metrics import Metrics
-from bridge.settings.env import Settings
 from bridge.sim.wav import DEMO_AUDIO
 from tests.fakes.audio import load_wav
 
@@ -50,7 +50,7 @@ class Collector:
 
 
 def test_spanish_caller_is_translated_to_english() -> None:
-    settings = Settings.from_env(
+    settings = settings_from_env(
         {
             "PUBLIC_BASE_URL": "https://example.invalid",
             "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,

@@ -15,6 +15,7 @@ from xml.dom import minidom
 
 import pytest
 
+from bridge.engines.registry import settings_from_env
 from bridge.settings.env import OPENAI_OUTPUT_LANGUAGES, ConfigError, Settings
 from bridge.settings.languages import load_languages
 from bridge.settings.prompts import PROMPT_NAMES, TEMPLATE_FIELDS, load_prompts, prompt
@@ -36,7 +37,7 @@ CODES = TABLE.codes
 
 
 def settings(**overrides: str) -> Settings:
-    return Settings.from_env({**BASE, **overrides}, env_file=None)
+    return settings_from_env({**BASE, **overrides}, env_file=None)
 
 
 def prompts_file(tmp_path: Path, change: dict[str, dict[str, str | None]]) -> Path:

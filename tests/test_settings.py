@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.engines import registry as engines
+from bridge.engines.registry import settings_from_env
+from bridge.settings import engine_choice
 from bridge.settings.env import ConfigError, Settings
 from tests.bridge_process import run_gunicorn_once
 
@@ -24,7 +25,30 @@ BASE = {
 
 def settings(**overrides: str) -> Settings:
     env = {**BASE, **overrides}
-    return Settings.from_env({k: v for k, v in env.items() if v != "<unset>"}, env_file=None)
+    return settings_from_env({k: v for k, v in env.items() if v != "<unset>"}, env_file=None)
+
+
+def test_reading_the_configuration_loads_no_vendor_sdk() -> None:
+    """The gunicorn master reads (and checks) every setting before it forks: no SDK in it."""
+    import subprocess
+
+    script = (
+        "import sys\n"
+        "from bridge.engines.registry import settings_from_env\n"
+        "for engine in ('openai', 'openai-realtime', 'auto', 'bland', 'soniox', 'relay'):\n"
+        "    settings_from_env({**ENV, 'ENGINE': engine}, env_file=None)\n"
+        "heavy = ('openai', 'websockets', 'socketio', 'flask', 'requests')\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))\n"
+    )
+    env = {**BASE, "BLAND_API_KEY": "b", "SONIOX_API_KEY": "s"}
+    out = subprocess.run(
+        [sys.executable, "-c", f"ENV = {env!r}\n{script}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "[]"
 
 
 def test_defaults() -> None:
@@ -85,7 +109,7 @@ def test_language_the_model_cannot_speak_is_explained() -> None:
 def test_env_file_is_read_and_environment_wins(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text("AGENT_LANGUAGE=fr\nCALLER_LANGUAGE=de\n")
-    s = Settings.from_env({**BASE, "CALLER_LANGUAGE": "it"}, env_file=env_file)
+    s = settings_from_env({**BASE, "CALLER_LANGUAGE": "it"}, env_file=env_file)
     assert (s.agent_language, s.caller_language) == ("fr", "it")
 
 
@@ -100,6 +124,6 @@ def test_gunicorn_refuses_bad_settings_with_one_line() -> None:
     env = {"PATH": str(Path(sys.executable).parent), "HOME": "/tmp", **BASE, "ENGINE": "nope"}
     proc = run_gunicorn_once(env)
     assert proc.returncode == 2
-    known = ", ".join(engines.ENGINES)  # every registered engine, in registry order
+    known = ", ".join(engine_choice.ENGINES)  # every registered engine, in registry order
     assert proc.stderr.strip() == f"configuration error: ENGINE: 'nope' is not one of {known}"
     assert "Traceback" not in proc.stderr + proc.stdout

@@ -20,9 +20,10 @@ import pytest
 from bridge.audio.pcm import TWILIO_RATE_HZ, Pcm16, ulaw_to_pcm16
 from bridge.engines import registry as engines
 from bridge.engines.contract import SessionSpec
+from bridge.engines.registry import settings_from_env
+from bridge.engines.soniox.config import config_from_env
 from bridge.engines.soniox.engine import (
     SonioxTranslationSession,
-    config_from_env,
     load_terms,
     speaker_languages,
 )
@@ -34,7 +35,8 @@ from bridge.engines.soniox.wire import (
     parse_response,
 )
 from bridge.ops.metrics import Metrics
-from bridge.settings.env import ConfigError, Settings
+from bridge.settings import engine_choice
+from bridge.settings.env import ConfigError
 from tests.bridge_process import run_gunicorn_once
 from tests.engine_standins import SonioxHarness, soniox, soniox_tts
 from tests.fakes.audio import CALLER_ES_8K_MULAW, load_wav
@@ -175,7 +177,7 @@ def test_every_language_a_speaker_may_choose_is_hinted() -> None:
         "CALLER_LANGUAGES": "es,fr",
         "AGENT_LANGUAGES": "+15551230000=de",
     }
-    settings = Settings.from_env(env, env_file=None)
+    settings = settings_from_env(env, env_file=None)
     caller = SessionSpec("CA1", "caller_to_agent", "en")
     agent = SessionSpec("CA1", "agent_to_caller", "es")
     assert speaker_languages(caller, settings) == ("es", "fr")
@@ -184,7 +186,7 @@ def test_every_language_a_speaker_may_choose_is_hinted() -> None:
 
 def test_every_language_of_the_bridge_can_be_spoken() -> None:
     offered = {"de", "en", "es", "fr", "hi", "id", "it", "ja", "ko", "pt", "ru", "vi", "zh"}
-    allowed = engines.entry("soniox").output_languages
+    allowed = engine_choice.choice("soniox").output_languages
     assert allowed is not None and offered <= allowed
 
 
@@ -201,7 +203,7 @@ def harness() -> Iterator[SonioxHarness]:
 def open_session(
     harness: SonioxHarness, metrics: Metrics | None = None, **env: str
 ) -> tuple[SonioxTranslationSession, Recorder]:
-    settings = Settings.from_env({**BASE_ENV, **harness.env(), **env}, env_file=None)
+    settings = settings_from_env({**BASE_ENV, **harness.env(), **env}, env_file=None)
     engine = engines.build(settings, metrics or Metrics())
     recorder = Recorder()
     session = engine.session(
@@ -432,7 +434,7 @@ def test_sonioxs_tts_stream_errors_are_counted_then_end_the_session(
 def test_live_spanish_speech_is_translated_and_spoken_in_english() -> None:
     names = ("SONIOX_API_KEY", "OPENAI_API_KEY", "SONIOX_TTS", "SONIOX_MODEL", "TTS_MODEL")
     env = {**BASE_ENV, "ENGINE": "soniox", **{k: os.environ[k] for k in names if k in os.environ}}
-    settings = Settings.from_env(env, env_file=None)
+    settings = settings_from_env(env, env_file=None)
     recorder = Recorder()
     session = engines.build(settings, Metrics()).session(
         SessionSpec("CAlive", "caller_to_agent", "en"), recorder

@@ -23,6 +23,7 @@ from sqlalchemy import create_engine, event, func, inspect, select, text
 from sqlalchemy.exc import OperationalError
 
 from bridge.calls.events import CallEnded, CallStarted, EventHub, SegmentClosed, TextFragment
+from bridge.engines.registry import settings_from_env
 from bridge.records.store import BadCursor, CallStore, Cursor, StoreUnavailable
 from bridge.records.tables import metadata, segments
 from bridge.settings.env import ConfigError, Settings
@@ -411,7 +412,7 @@ def test_database_url_setting(raw: str, expected: str) -> None:
         "DATABASE_URL": raw,
     }
     try:
-        url = Settings.from_env(env, env_file=None).database_url
+        url = settings_from_env(env, env_file=None).database_url
     except ConfigError as exc:
         url = str(exc)
     assert url == expected

@@ -10,19 +10,13 @@ caller→agent (English out).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from bridge.engines.contract import SessionListener, SessionSpec, TranslationSession
-from bridge.engines.openai.translate_engine import OpenAIEngine, require_openai_key
-from bridge.engines.openai.voice_engine import RealtimeConfig, RealtimeEngine, realtime_config
-from bridge.engines.registry import OPENAI_TRANSLATE_LANGUAGES
+from bridge.engines.openai.config import RealtimeConfig
+from bridge.engines.openai.translate_engine import OpenAIEngine
+from bridge.engines.openai.voice_engine import RealtimeEngine
 from bridge.ops.metrics import Metrics
+from bridge.settings.engine_choice import OPENAI_TRANSLATE_LANGUAGES
 from bridge.settings.env import Settings
-
-
-def config_from_env(env: Mapping[str, str]) -> RealtimeConfig:
-    require_openai_key(env, "auto")
-    return realtime_config(env)
 
 
 def build(settings: Settings, metrics: Metrics) -> AutoEngine:

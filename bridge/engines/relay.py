@@ -7,7 +7,6 @@ A way to check the telephony wiring end to end without any translation cost. Aud
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from bridge.audio.pcm import Pcm16
@@ -16,10 +15,6 @@ from bridge.engines.contract import SessionListener, SessionSpec, TranslationSes
 if TYPE_CHECKING:
     from bridge.ops.metrics import Metrics
     from bridge.settings.env import Settings
-
-
-def config_from_env(env: Mapping[str, str]) -> None:
-    """Nothing to configure: no keys, no vendor."""
 
 
 def build(settings: Settings, metrics: Metrics) -> RelayEngine:

@@ -19,8 +19,8 @@ from dotenv import dotenv_values
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from bridge.engines import registry as engines
-from bridge.engines.registry import OPENAI_TRANSLATE_LANGUAGES as OPENAI_OUTPUT_LANGUAGES
+from bridge.settings import engine_choice as engines
+from bridge.settings.engine_choice import OPENAI_TRANSLATE_LANGUAGES as OPENAI_OUTPUT_LANGUAGES
 from bridge.settings.glossary import DEFAULT_GLOSSARY_FILE, GlossaryFileError, load_glossary
 from bridge.settings.languages import DEFAULT_LANGUAGES_FILE, LanguageFileError
 from bridge.settings.prompts import DEFAULT_PROMPTS_FILE, PromptBook, PromptFileError, load_prompts
@@ -53,8 +53,8 @@ class Settings:
     caller_language: str = "es"
     agent_language: str = "en"
     engine: str = "openai"
-    # What the selected engine's ``config_from_env`` returned (bridge/engines/registry.py): its
-    # keys, base URLs, model and voice. Out of repr: it holds secrets.
+    # The selected engine's own settings (keys, base URLs, model, voice), read by
+    # bridge.engines.registry.settings_from_env; None until then. Out of repr: it holds secrets.
     engine_config: Any = field(default=None, repr=False, compare=False)
     openai_api_key: str | None = None
     openai_base_url: str | None = None
@@ -256,7 +256,6 @@ def _parse(env: Mapping[str, str]) -> Settings:
     engine = (_get(env, "ENGINE") or "openai").lower()
     if engine not in engines.ENGINES:
         raise ConfigError(f"ENGINE: {engine!r} is not one of {', '.join(engines.ENGINES)}")
-    engine_config = engines.config_from_env(engine, env)
     api_key = _get(env, "OPENAI_API_KEY")
     openai_base = _get(env, "OPENAI_BASE_URL")
     if openai_base is not None:
@@ -286,7 +285,6 @@ def _parse(env: Mapping[str, str]) -> Settings:
         caller_language=languages["CALLER_LANGUAGE"],
         agent_language=languages["AGENT_LANGUAGE"],
         engine=engine,
-        engine_config=engine_config,
         openai_api_key=api_key,
         openai_base_url=openai_base,
         translation_model=_get(env, "TRANSLATION_MODEL") or "gpt-realtime-translate",
@@ -407,7 +405,7 @@ def _switch(env: Mapping[str, str], name: str, *, default: bool) -> bool:
 
 def _check_speakable(name: str, code: str, engine: str) -> None:
     """``code`` is a language the selected engine can speak to a listener."""
-    allowed = engines.entry(engine).output_languages
+    allowed = engines.choice(engine).output_languages
     if allowed is not None and code not in allowed:
         raise ConfigError(
             f"{name}: {code!r} is not a language ENGINE={engine} can speak "

@@ -35,7 +35,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.sync.server import Server, ServerConnection, serve
 
-from bridge.engines.registry import BLAND_LANGUAGES
+from bridge.settings.engine_choice import BLAND_LANGUAGES
 from tests.fakes.bland_session import StandInSession, Translator
 
 SESSIONS_PATH = "/v1/translation/sessions"

@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 from bridge.audio.pcm import TWILIO_RATE_HZ, Pcm16, pcm16_to_ulaw
 from bridge.engines.bland import wire
+from bridge.engines.bland.config import BlandConfig
 from bridge.engines.bland.link import BlandLink, BlandRest, LinkState, is_voiced
 from bridge.engines.contract import (
     EngineUnavailable,
@@ -35,10 +34,8 @@ from bridge.engines.contract import (
 )
 from bridge.ops.logs import call_logger
 from bridge.ops.metrics import Metrics
-from bridge.settings.env import ConfigError, Settings, _base_url, _get, _int
+from bridge.settings.env import Settings
 
-DEFAULT_BASE_URL = "https://api.bland.ai"
-DEFAULT_MAX_SESSIONS = 3  # Bland's documented per-organization cap
 # The speaker's μ-law kept while no link can take it (one byte a sample); older is dropped.
 HOLD_BYTES = TWILIO_RATE_HZ * 5
 # At most 100 ms a media frame when sending a backlog; live audio goes out frame by frame.
@@ -57,29 +54,6 @@ QUIET_S = 0.5
 SIBLING_WAIT_S = 0.2
 _POLL_S = 0.05
 CLOSE_WAIT_S = 6.0
-
-
-@dataclass(frozen=True, slots=True)
-class BlandConfig:
-    api_key: str = field(repr=False)
-    base_url: str = DEFAULT_BASE_URL
-    voice_id: str | None = None
-    max_sessions: int = DEFAULT_MAX_SESSIONS
-
-
-def config_from_env(env: Mapping[str, str]) -> BlandConfig:
-    key = _get(env, "BLAND_API_KEY")
-    if key is None:
-        raise ConfigError("BLAND_API_KEY: required with ENGINE=bland (or set ENGINE=relay)")
-    base = _base_url(
-        "BLAND_BASE_URL", _get(env, "BLAND_BASE_URL") or DEFAULT_BASE_URL, origin_only=True
-    )
-    return BlandConfig(
-        api_key=key,
-        base_url=base,
-        voice_id=_get(env, "BLAND_VOICE_ID"),
-        max_sessions=_int(env, "BLAND_MAX_SESSIONS", DEFAULT_MAX_SESSIONS, 1, 1000),
-    )
 
 
 def build(settings: Settings, metrics: Metrics) -> BlandEngine:

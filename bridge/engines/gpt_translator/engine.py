@@ -24,8 +24,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -39,6 +37,7 @@ from bridge.engines.contract import (
     out_of_credit,
 )
 from bridge.engines.gpt_translator import wire
+from bridge.engines.gpt_translator.config import GptTranslatorConfig
 from bridge.engines.gpt_translator.link import (
     GptTranslatorLink,
     LinkState,
@@ -47,10 +46,8 @@ from bridge.engines.gpt_translator.link import (
 )
 from bridge.ops.logs import call_logger
 from bridge.ops.metrics import Metrics
-from bridge.settings.env import ConfigError, Settings
+from bridge.settings.env import Settings
 
-API_KEY_VAR = "GPT_TRANSLATOR_API_KEY"
-URL_VAR = "GPT_TRANSLATOR_URL"
 # The document asks for chunks of "around 100 ms" for the lowest latency; Twilio gives 20 ms
 # frames, so five go in one chunk: a fifth of the events (each one JSON + base64 + Socket.IO
 # framing) for at most 80 ms of batching delay. A backlog goes out in 100 ms chunks too.
@@ -62,28 +59,6 @@ RECOVERY_BUDGET_S = 15.0
 _RETRY_DELAYS_S = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 _POLL_S = 0.05
 CLOSE_WAIT_S = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class GptTranslatorConfig:
-    api_key: str = field(repr=False)
-    endpoint: wire.Endpoint
-
-
-def config_from_env(env: Mapping[str, str]) -> GptTranslatorConfig:
-    key = env.get(API_KEY_VAR, "").strip()
-    if not key:
-        raise ConfigError(
-            f"{API_KEY_VAR}: required with ENGINE=gpt-translator "
-            "(an API key from the GPT Translator dashboard)"
-        )
-    url = env.get(URL_VAR, "").strip() or wire.DEFAULT_URL
-    try:
-        endpoint = wire.parse_endpoint(url)
-    except ValueError as exc:
-        # Not echoed: a query string here may well be someone's key.
-        raise ConfigError(f"{URL_VAR}: {exc} (like {wire.DEFAULT_URL})") from None
-    return GptTranslatorConfig(key, endpoint)
 
 
 def build(settings: Settings, metrics: Metrics) -> GptTranslatorEngine:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping, Sequence
-from typing import Literal
 
 from openai.types.realtime.realtime_audio_formats_param import RealtimeAudioFormatsParam
 
@@ -25,9 +24,7 @@ from bridge.audio.pcm import (
     pcm16_to_ulaw,
     ulaw_to_pcm16,
 )
-
-AudioFormat = Literal["pcm24", "pcmu"]
-AUDIO_FORMATS: tuple[AudioFormat, ...] = ("pcm24", "pcmu")
+from bridge.engines.openai.config import AudioFormat
 
 # English names for languages the languages table may not list (a realtime model speaks far
 # more than the table's prompts cover); the table's own English names win.

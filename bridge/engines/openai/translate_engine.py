@@ -11,7 +11,6 @@ thread-per-socket model of flask-sock under gunicorn.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from functools import partial
 
 from openai import OpenAI
@@ -21,19 +20,7 @@ from bridge.engines.contract import SessionListener, SessionSpec, TranslationSes
 from bridge.engines.openai.translate_link import TranslationLink
 from bridge.engines.upstream import UpstreamSession
 from bridge.ops.metrics import Metrics
-from bridge.settings.env import ConfigError, Settings
-
-
-def require_openai_key(env: Mapping[str, str], engine: str) -> None:
-    """Stop start-up with one line when the OpenAI key is missing."""
-    if not env.get("OPENAI_API_KEY", "").strip():
-        raise ConfigError(f"OPENAI_API_KEY: required with ENGINE={engine} (or set ENGINE=relay)")
-
-
-def config_from_env(env: Mapping[str, str]) -> None:
-    """The OpenAI settings live in :class:`Settings` (other engines share them); only the key
-    is required here."""
-    require_openai_key(env, "openai")
+from bridge.settings.env import Settings
 
 
 def build(settings: Settings, metrics: Metrics) -> OpenAIEngine:

@@ -15,63 +15,19 @@ the README's engines table gives both measured.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import partial
-from typing import get_args
 
 from openai import OpenAI
-from openai.types.realtime.realtime_audio_config_output_param import Voice
 
 from bridge.engines.contract import SessionListener, SessionSpec, TranslationSession
-from bridge.engines.openai.interpreter import (
-    AUDIO_FORMATS,
-    AudioFormat,
-    input_rate_hz,
-    instructions,
-)
-from bridge.engines.openai.translate_engine import require_openai_key
+from bridge.engines.openai.config import RealtimeConfig
+from bridge.engines.openai.interpreter import input_rate_hz, instructions
 from bridge.engines.openai.voice_link import RealtimeLink
 from bridge.engines.upstream import UpstreamSession
 from bridge.ops.metrics import Metrics
-from bridge.settings.env import ConfigError, Settings
+from bridge.settings.env import Settings
 from bridge.settings.glossary import load_glossary
 from bridge.settings.languages import LanguageFileError, load_languages
-
-DEFAULT_MODEL = "gpt-realtime"
-DEFAULT_VOICE = "marin"
-DEFAULT_AUDIO_FORMAT: AudioFormat = "pcmu"
-# The built-in voices the SDK names (a custom voice is {"id": ...}, not offered here).
-VOICES: tuple[str, ...] = next(
-    tuple(str(v) for v in get_args(arg)) for arg in get_args(Voice) if get_args(arg)
-)
-
-
-@dataclass(frozen=True, slots=True)
-class RealtimeConfig:
-    model: str = DEFAULT_MODEL
-    voice: str = DEFAULT_VOICE
-    audio_format: AudioFormat = DEFAULT_AUDIO_FORMAT
-
-
-def realtime_config(env: Mapping[str, str]) -> RealtimeConfig:
-    """REALTIME_MODEL, REALTIME_VOICE and REALTIME_AUDIO_FORMAT, checked."""
-    model = env.get("REALTIME_MODEL", "").strip() or DEFAULT_MODEL
-    voice = (env.get("REALTIME_VOICE", "").strip() or DEFAULT_VOICE).lower()
-    if voice not in VOICES:
-        raise ConfigError(f"REALTIME_VOICE: {voice!r} is not one of {', '.join(VOICES)}")
-    raw_format = (env.get("REALTIME_AUDIO_FORMAT", "").strip() or DEFAULT_AUDIO_FORMAT).lower()
-    for audio_format in AUDIO_FORMATS:
-        if raw_format == audio_format:
-            return RealtimeConfig(model, voice, audio_format)
-    raise ConfigError(
-        f"REALTIME_AUDIO_FORMAT: {raw_format!r} is not one of {', '.join(AUDIO_FORMATS)}"
-    )
-
-
-def config_from_env(env: Mapping[str, str]) -> RealtimeConfig:
-    require_openai_key(env, "openai-realtime")
-    return realtime_config(env)
 
 
 def build(settings: Settings, metrics: Metrics) -> RealtimeEngine:
