@@ -34,10 +34,10 @@ from bridge.engines.bland.engine import BlandEngine
 from bridge.engines.contract import SessionSpec, TextKind
 from bridge.engines.registry import settings_from_env
 from bridge.ops.metrics import Metrics
+from tests.engine_sessions import BASE_ENV, speak
 from tests.engine_standins import BLAND_KEY
 from tests.fakes.audio import sine
 from tests.fakes.bland import FakeBland
-from tests.test_engines import BASE_ENV, speak
 
 FRAME = 160  # 20 ms at 8 kHz
 

@@ -78,7 +78,7 @@ class Result:
 def delta_latencies(
     session: FakeSession, heard: FakeCall, freq_hz: float, after: float
 ) -> tuple[list[float], list[float]]:
-    """Delta sent → its first / last frame at the listener (as tests/test_call_flow.py)."""
+    """Delta sent → its first / last frame at the listener (as tests/calls/test_call_flow.py)."""
     frames = [f for f in heard.heard_frames if carries_tone(f.data, freq_hz)]
     first: list[float] = []
     last: list[float] = []

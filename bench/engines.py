@@ -41,8 +41,8 @@ from bridge.engines.openai.interpreter import decode_output, encode_input
 from bridge.engines.registry import settings_from_env
 from bridge.ops.metrics import Metrics
 from tests.engine_harness import EngineHarness, TimedHarness
+from tests.engine_sessions import BASE_ENV, speak
 from tests.engine_standins import HARNESSES, OpenAIRealtimeHarness
-from tests.test_engines import BASE_ENV, speak
 
 # Label -> (the HARNESSES entry, settings on top of its env).
 VARIANTS: dict[str, tuple[str, Mapping[str, str]]] = {

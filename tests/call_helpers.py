@@ -143,6 +143,11 @@ def played_gaps(call: FakeCall, start: float, end: float, tone_hz: float | None 
     return longest
 
 
+def heard_tone_s(call: FakeCall, freq_hz: float) -> float:
+    """Seconds of what ``call`` heard that carry a tone of ``freq_hz``."""
+    return sum(len(f.data) for f in call.heard_frames if carries_tone(f.data, freq_hz)) / 8000
+
+
 def heard_seconds(call: FakeCall) -> float:
     return sum(len(f.data) for f in call.heard_frames) / 8000
 

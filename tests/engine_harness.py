@@ -1,4 +1,4 @@
-"""What the shared engine suite (tests/test_engines.py) needs from each vendor's stand-in.
+"""What the shared engine suite (tests/engines/test_engines.py) needs from each vendor's stand-in.
 
 Every engine of bridge/engines/registry.py (except ``relay``) has a loopback stand-in in
 ``tests/fakes/`` that speaks that vendor's documented wire protocol, and a harness

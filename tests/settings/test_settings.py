@@ -12,7 +12,7 @@ from bridge.settings import engine_choice
 from bridge.settings.env import ConfigError, Settings
 from tests.bridge_process import run_gunicorn_once
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SID = "AC" + "0" * 32
 BASE = {
     "PUBLIC_BASE_URL": "https://bridge.example.com",

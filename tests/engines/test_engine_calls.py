@@ -18,7 +18,7 @@ from tests.call_helpers import (
     Stack,
     agent_of,
     bridge_stack,
-    carries_tone,
+    heard_tone_s,
     tone_ulaw,
     wait_call_over,
     wait_streaming,
@@ -27,7 +27,7 @@ from tests.engine_harness import EngineHarness
 from tests.engine_standins import HARNESSES
 from tests.fakes.audio import ulaw_silence
 from tests.fakes.openai_translate import tone_for
-from tests.fakes.twilio import DialBehaviour, FakeCall
+from tests.fakes.twilio import DialBehaviour
 
 pytestmark = pytest.mark.slow
 
@@ -41,10 +41,6 @@ def engine_stack(
         log_dir = tmp_path_factory.mktemp(f"engine-{name}")
         with bridge_stack(log_dir, harness.env(), None) as stack:
             yield harness, stack
-
-
-def heard_tone_s(call: FakeCall, freq_hz: float) -> float:
-    return sum(len(f.data) for f in call.heard_frames if carries_tone(f.data, freq_hz)) / 8000
 
 
 def test_a_call_is_interpreted_both_ways(engine_stack: tuple[EngineHarness, Stack]) -> None:

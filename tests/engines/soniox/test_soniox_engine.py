@@ -2,7 +2,7 @@
 each chunk the moment it is final, text-to-speech faults and refusals.
 
 The shared behaviour (translated audio, silence, close, every millisecond, refusal, drops) is in
-tests/test_engines.py; a whole call in tests/test_engine_calls.py.
+tests/engines/test_engines.py; a whole call in tests/engines/test_engine_calls.py.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ from bridge.ops.metrics import Metrics
 from bridge.settings import engine_choice
 from bridge.settings.env import ConfigError
 from tests.bridge_process import run_gunicorn_once
+from tests.engine_sessions import BASE_ENV, Recorder, speak
 from tests.engine_standins import SonioxHarness, soniox, soniox_tts
 from tests.fakes.audio import CALLER_ES_8K_MULAW, load_wav
-from tests.test_engines import BASE_ENV, Recorder, speak
 
 # -- the wire, pure -------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from tests.call_helpers import envelope
 from tests.fakes.audio import dominant_frequency, ulaw_to_pcm16
 from tests.fakes.openai_translate import FakeTranslationServer, tone_for
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "sim-test-admin-token-5e1d"
 
 

@@ -1,7 +1,7 @@
 """Bland-specific behaviour of ``ENGINE=bland`` against its stand-in (tests/fakes/bland.py):
 DELETE at the end, single-use ws_url, rotation before the session limit, the concurrency cap,
 per-utterance output, languages, and start-up without a key. The behaviour every engine shares
-is in tests/test_engines.py; a live check against Bland is at the end (skipped without a key).
+is in tests/engines/test_engines.py; a live check against Bland is at the end (skipped without a key).
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from bridge.engines.contract import Direction, SessionSpec
 from bridge.engines.registry import settings_from_env
 from bridge.ops.metrics import Metrics
 from bridge.settings.env import ConfigError
+from tests.engine_sessions import BASE_ENV, Recorder, speak
 from tests.engine_standins import BLAND_KEY
 from tests.fakes.audio import load_wav
 from tests.fakes.bland import FakeBland
 from tests.fakes.openai_translate import tone_for
-from tests.test_engines import BASE_ENV, Recorder, speak
 
 pytestmark = pytest.mark.slow
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[3] / "tests" / "fixtures"
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 that lacks what the configuration needs stops start-up with one line; ``twiml/`` matches what
 the bridge answers.
 
-Run ``python -m tests.test_prompts`` to rewrite ``twiml/*.xml`` after changing a prompt or a
+Run ``python -m tests.settings.test_prompts`` to rewrite ``twiml/*.xml`` after changing a prompt or a
 TwiML builder.
 """
 
@@ -23,7 +23,7 @@ from bridge.telephony.language_menu import LanguageMenu
 from bridge.telephony.twiml import connect_stream, say_and_hang_up
 from tests.bridge_process import run_gunicorn_once
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TWIML_DIR = ROOT / "twiml"
 BASE = {
     "PUBLIC_BASE_URL": "https://bridge.example.com",
@@ -197,9 +197,9 @@ def pretty(document: str) -> str:
 @pytest.mark.parametrize("name", sorted(reference_documents()))
 def test_twiml_reference_documents_are_current(name: str) -> None:
     path = TWIML_DIR / name
-    assert path.is_file(), f"{path} is missing: run python -m tests.test_prompts"
+    assert path.is_file(), f"{path} is missing: run python -m tests.settings.test_prompts"
     assert path.read_text(encoding="utf-8") == pretty(reference_documents()[name]), (
-        f"{path} is stale: run python -m tests.test_prompts"
+        f"{path} is stale: run python -m tests.settings.test_prompts"
     )
 
 

@@ -1,6 +1,6 @@
 """``ENGINE=gpt-translator``: its wire module, its settings, and what only this vendor does.
 
-The shared suite (tests/test_engines.py, tests/test_engine_calls.py) covers translation,
+The shared suite (tests/engines/test_engines.py, tests/engines/test_engine_calls.py) covers translation,
 silence, close, drops and refusal for every engine; here: readiness before audio, the chunk
 format, the documented stop, ``insufficient_tokens`` (a session's and a whole call's polite
 end), a bad key, a missing key at start-up, and the latency the engine adds.
@@ -42,11 +42,11 @@ from tests.call_helpers import (
     tone_ulaw,
     wait_call_over,
 )
+from tests.engine_sessions import BASE_ENV, FRAME, SPEECH_HZ, Recorder, speak
 from tests.fakes.audio import CALLER_ES_8K_MULAW, ENGINE_RATE_HZ, load_wav, sine, ulaw_silence
 from tests.fakes.gpt_translator import API_KEY, FakeGptTranslator
 from tests.fakes.openai_translate import tone_for
 from tests.fakes.twilio import DialBehaviour
-from tests.test_engines import BASE_ENV, FRAME, SPEECH_HZ, Recorder, speak
 
 ADMIN_TOKEN = "admin-token-for-gptt-tests-8c2d"
 

@@ -29,18 +29,18 @@ from tests.call_helpers import (
     CALLER_NUMBER,
     agent_of,
     bridge_stack,
+    heard_tone_s,
     tone_ulaw,
     wait_call_over,
     wait_streaming,
 )
+from tests.engine_sessions import BASE_ENV, Recorder, speak
 from tests.fakes.audio import dominant_frequency, load_wav, ulaw_silence
 from tests.fakes.openai_realtime import FakeRealtimeServer, RealtimeSession
 from tests.fakes.openai_translate import tone_for
 from tests.fakes.twilio import DialBehaviour
-from tests.test_engine_calls import heard_tone_s
-from tests.test_engines import BASE_ENV, Recorder, speak
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[3] / "tests" / "fixtures"
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,1 @@
+"""Tests of bridge.audio (mirrors the package)."""

@@ -1,0 +1,1 @@
+"""Tests of bridge.calls (mirrors the package)."""

@@ -1,0 +1,1 @@
+"""Tests of bridge.engines.gpt_translator (mirrors the package)."""

@@ -1,0 +1,1 @@
+"""Tests of bridge.engines.openai (mirrors the package)."""

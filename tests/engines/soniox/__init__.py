@@ -1,0 +1,1 @@
+"""Tests of bridge.engines.soniox (mirrors the package)."""

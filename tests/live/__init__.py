@@ -1,0 +1,1 @@
+"""Live tests against the real services: marked ``live``, skipped without keys."""

@@ -1,0 +1,1 @@
+"""Tests of bridge.ops (mirrors the package)."""

@@ -1,0 +1,1 @@
+"""Tests of bridge.records (mirrors the package)."""

@@ -1,0 +1,1 @@
+"""Tests of bridge.settings (mirrors the package)."""

@@ -1,0 +1,1 @@
+"""Tests of bridge.telephony (mirrors the package)."""

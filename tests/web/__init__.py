@@ -1,0 +1,1 @@
+"""Tests of bridge.web (mirrors the package)."""
