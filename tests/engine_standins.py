@@ -1,4 +1,4 @@
-"""The stand-in of every translation engine, as the shared suite (tests/engines/test_engines.py) drives it.
+"""The stand-in of every engine, as the shared suite (tests/engines/test_engines.py) drives it.
 
 One entry per engine of bridge/engines/registry.py (``relay`` needs none). Each vendor's stand-in
 lives in tests/fakes/ and speaks that vendor's documented wire protocol; the harness here adapts it
@@ -225,7 +225,8 @@ class BlandHarness:
 @contextmanager
 def bland() -> Iterator[EngineHarness]:
     # The cap is raised: the shared suite runs sessions back to back whose slots free as their
-    # DELETEs land; Bland's own cap of 3 has its own tests (tests/engines/bland/test_bland_engine.py).
+    # DELETEs land; Bland's own cap of 3 has its own tests
+    # (tests/engines/bland/test_bland_engine.py).
     with FakeBland(api_key=BLAND_KEY, cap=50) as server:
         yield BlandHarness(server)
         assert server.violations == [], server.violations

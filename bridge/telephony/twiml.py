@@ -1,8 +1,8 @@
 """TwiML documents the bridge answers with, built with the twilio SDK (never by string glue).
 
-``twiml/`` holds a reference copy of each document for a sample configuration, so the exact
-XML Twilio gets can be read without running the bridge (``tests/settings/test_prompts.py`` keeps them
-in sync).
+``twiml/`` holds a reference copy of each document for a sample configuration, so the exact XML
+Twilio gets can be read without running the bridge (``tests/settings/test_prompts.py`` keeps them in
+sync).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 that lacks what the configuration needs stops start-up with one line; ``twiml/`` matches what
 the bridge answers.
 
-Run ``python -m tests.settings.test_prompts`` to rewrite ``twiml/*.xml`` after changing a prompt or a
-TwiML builder.
+Run ``python -m tests.settings.test_prompts`` to rewrite ``twiml/*.xml`` after changing a prompt or
+a TwiML builder.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Bland-specific behaviour of ``ENGINE=bland`` against its stand-in (tests/fakes/bland.py):
 DELETE at the end, single-use ws_url, rotation before the session limit, the concurrency cap,
-per-utterance output, languages, and start-up without a key. The behaviour every engine shares
-is in tests/engines/test_engines.py; a live check against Bland is at the end (skipped without a key).
+per-utterance output, languages, and start-up without a key. The behaviour every engine shares is in
+tests/engines/test_engines.py; a live check against Bland is at the end (skipped without a key).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """``ENGINE=gpt-translator``: its wire module, its settings, and what only this vendor does.
 
-The shared suite (tests/engines/test_engines.py, tests/engines/test_engine_calls.py) covers translation,
-silence, close, drops and refusal for every engine; here: readiness before audio, the chunk
-format, the documented stop, ``insufficient_tokens`` (a session's and a whole call's polite
+The shared suite (tests/engines/test_engines.py, tests/engines/test_engine_calls.py) covers
+translation, silence, close, drops and refusal for every engine; here: readiness before audio, the
+chunk format, the documented stop, ``insufficient_tokens`` (a session's and a whole call's polite
 end), a bad key, a missing key at start-up, and the latency the engine adds.
 """
 
