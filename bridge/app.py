@@ -37,20 +37,21 @@ def build_engine(settings: Settings, metrics: Metrics) -> Engine:
 
 
 def build_control(settings: Settings, metrics: Metrics, hub: EventHub) -> CallControl:
-    """One process's call control; with REDIS_URL, one instance of several
-    (bridge/cluster/control.py)."""
+    """One process's call control; with REDIS_URL, one instance of several, its calls in a
+    shared book (bridge/cluster/book.py)."""
     rest, engine = TwilioRest(settings), build_engine(settings, metrics)
     if settings.redis_url is None:
         return CallControl(settings, rest, engine, metrics, hub)
     import redis
 
-    from bridge.cluster.control import ClusterCallControl
+    from bridge.cluster.book import RedisCallBook
 
     # The socket timeout outlasts the longest blocking read (the readers block 0.5 s).
     client = redis.Redis.from_url(
         settings.redis_url, socket_connect_timeout=5, socket_timeout=10, health_check_interval=30
     )
-    control = ClusterCallControl(settings, rest, engine, metrics, hub, client=client)
+    book = RedisCallBook(client, metrics)
+    control = CallControl(settings, rest, engine, metrics, hub, book=book)
     control.start()
     return control
 

@@ -1,4 +1,4 @@
-"""A real Redis on loopback for the tests of several instances (bridge/cluster/control.py).
+"""A real Redis on loopback for the tests of several instances (bridge/cluster/book.py).
 
 ``TEST_REDIS_URL`` (CI sets it: .ci/run starts one) is used as is; otherwise a throwaway
 ``redis-server`` is started on a free port, without persistence, and stopped afterwards.

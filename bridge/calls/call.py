@@ -83,7 +83,7 @@ class Call:
         self.log = call_logger(__name__, caller_sid, "call")
         self.lock = threading.Lock()
         self.started_at = time.monotonic()
-        # Several instances (bridge/cluster/control.py) pass legs that send what this instance does
+        # Several instances (bridge/cluster/book.py) pass legs that send what this instance does
         # not hold to the instance that does.
         make_leg = leg_factory or (lambda role: CallLeg(caller_sid, role, metrics, leg_config))
         self.legs: dict[Role, CallLeg] = {"caller": make_leg("caller"), "agent": make_leg("agent")}

@@ -1,11 +1,16 @@
 """Call control: admitting, dialling the agent, status callbacks, stream binding, limits, teardown.
 
+One class serves one process and several instances alike: where calls are kept, and how the
+parts of a call held by other instances are reached, is its :class:`~bridge.calls.book.CallBook`
+(in memory, or shared through Redis: bridge/cluster/book.py).
+
 Every call's teardown runs once, in its own short-lived thread (it makes REST requests), and
 is total: both sessions closed, both legs' sockets closed, the other party's call ended
-through the REST API, every thread of the call joined. A fault in one call's thread is caught
-at that thread's boundary and ends that call only. One watchdog thread per process enforces
-``MAX_CALL_SECONDS``; shutdown drains calls for ``SHUTDOWN_GRACE_SECONDS``, then ends the rest
-with a notice.
+through the REST API, every thread of the call joined. With several instances exactly one
+claims the end; the others let go of their parts once it has said its notices. A fault in one
+call's thread is caught at that thread's boundary and ends that call only. One watchdog thread
+per process enforces ``MAX_CALL_SECONDS``; shutdown drains calls for ``SHUTDOWN_GRACE_SECONDS``,
+then ends the rest with a notice.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from bridge.audio.pcm import Pcm16
-from bridge.calls.call import LISTENER_OF, Call, EndReason
+from bridge.calls.book import CallBook, MemoryCallBook, StreamRejected
+from bridge.calls.call import DIRECTION_OF_SPEAKER, LISTENER_OF, Call, EndReason
 from bridge.calls.events import AgentAnswered, AgentDialled, CallEnded, CallStarted, EventHub
 from bridge.calls.leg import LegConfig, Role
 from bridge.engines.contract import Direction, Engine, SessionSpec, TextKind, is_out_of_credit
@@ -27,13 +33,13 @@ from bridge.settings.prompts import Prompt, PromptBook, PromptName, load_prompts
 from bridge.telephony.media_wire import Start
 from bridge.telephony.rest import FINAL_STATUSES, DialRequest, TwilioRest, TwilioRestError
 from bridge.telephony.routes import AMD_PATH, MEDIA_PATH, STATUS_PATH
-from bridge.telephony.twiml import PARAM_CALL, PARAM_LEG, connect_stream, say_and_hang_up
+from bridge.telephony.twiml import PARAM_CALL, connect_stream, say_and_hang_up
 
 log = logging.getLogger(__name__)
-# The agent's stream can only start after Twilio answered our create request; if its `start`
-# races the REST response, wait this long for the CallSid before refusing the stream.
-AGENT_SID_WAIT_S = 5.0
 SESSION_JOIN_S = 8.0
+# How long an instance that is not ending a call waits for the claimer's "ended" before it
+# closes its parts anyway (the claimer may have died mid-teardown).
+RELEASE_WAIT_S = 15.0
 # How long a teardown owing the caller a notice waits for the greeting TwiML to have run.
 CALLER_TWIML_WAIT_S = 10.0
 # The time-limit notice goes out this long before MAX_CALL_SECONDS, so it is heard in full
@@ -57,10 +63,6 @@ MACHINE_ANSWERS = frozenset(
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class StreamRejected(Exception):
-    """A Media Stream `start` that does not belong to a live call of ours."""
 
 
 class Draining(Exception):
@@ -117,8 +119,12 @@ class CallControl:
         engine: Engine,
         metrics: Metrics,
         hub: EventHub | None = None,
+        *,
+        book: CallBook | None = None,
     ) -> None:
         self.hub = hub if hub is not None else EventHub()
+        self.book: CallBook = book if book is not None else MemoryCallBook()
+        self.book.serve(self)
         self._settings = settings
         self._rest = rest
         self._engine = engine
@@ -126,21 +132,23 @@ class CallControl:
         # Validated by Settings already; cached, so this is the very book it checked.
         self._prompts = load_prompts(settings.prompts_file, settings.languages_file)
         self._lock = threading.Lock()
-        self._by_sid: dict[str, Call] = {}
         self._teardowns: list[threading.Thread] = []
         self._draining = threading.Event()
         self._watchdog: threading.Thread | None = None
         self._drainer: threading.Thread | None = None
 
+    def start(self) -> None:
+        """Start serving (several instances: join the cluster; raises if Redis is
+        unreachable: an instance that cannot share state must not take calls)."""
+        self.book.join()
+
     # -- lookups ----------------------------------------------------------------------------
 
     def find(self, call_sid: str) -> Call | None:
-        with self._lock:
-            return self._by_sid.get(call_sid)
+        return self.book.find(call_sid)
 
     def active_calls(self) -> list[Call]:
-        with self._lock:
-            return list({id(c): c for c in self._by_sid.values()}.values())
+        return self.book.calls()
 
     @property
     def draining(self) -> bool:
@@ -185,18 +193,13 @@ class CallControl:
         if self._refusal(caller_sid, caller_number) == "not_allowed":
             return self._decline(caller_sid, "not_allowed", language)
         agent_language = s.agent_language_for(s.agent_number)
-        with self._lock:
-            call = self._by_sid.get(caller_sid)
-            is_new = call is None
-            if call is None:
-                active = len({id(c) for c in self._by_sid.values()})
-                if active >= s.max_concurrent_calls:
-                    call = None
-                else:
-                    call = self._new_call(
-                        caller_sid, caller_number, dialled_number, language, agent_language
-                    )
-                    self._by_sid[caller_sid] = call
+        call, is_new = self.book.register(
+            caller_sid,
+            lambda: self.new_call(
+                caller_sid, caller_number, dialled_number, language, agent_language
+            ),
+            s.max_concurrent_calls,
+        )
         if call is None:
             return self._decline(caller_sid, "all_busy", language)
         if is_new and self._admitted(call):
@@ -227,7 +230,7 @@ class CallControl:
         greeting = self._prompts.prompt("connecting", call.caller_language)
         return connect_stream(s.stream_url(MEDIA_PATH), caller_sid, "caller", greeting)
 
-    def _new_call(
+    def new_call(
         self,
         caller_sid: str,
         caller_number: str,
@@ -235,6 +238,7 @@ class CallControl:
         caller_language: str,
         agent_language: str,
     ) -> Call:
+        config = LegConfig.from_settings(self._settings)
         return Call(
             caller_sid=caller_sid,
             caller_number=caller_number,
@@ -242,14 +246,23 @@ class CallControl:
             caller_language=caller_language,
             agent_language=agent_language,
             metrics=self._metrics,
-            leg_config=LegConfig.from_settings(self._settings),
+            leg_config=config,
             publish=self.hub.publish,
+            leg_factory=self.book.leg_factory(caller_sid, config, self._metrics),
         )
 
     def _admitted(self, call: Call) -> bool:
         """A new call was admitted here; False if it must not be set up (several instances:
-        another instance admitted it already)."""
-        return True
+        another instance admitted it already, and a retried webhook landed here)."""
+        try:
+            admitted = self.book.admit(call)
+        except Exception:
+            self.book.unregister(call)
+            raise  # the webhook's error handler tells the caller the service is unavailable
+        if not admitted:
+            call.log.info("already admitted by another instance")
+            self.book.unregister(call)
+        return admitted
 
     @property
     def _lead(self) -> str:
@@ -259,11 +272,9 @@ class CallControl:
         s = self._settings
         if s.allowed_callers and caller_number not in s.allowed_callers:
             return "not_allowed"
-        with self._lock:
-            if caller_sid in self._by_sid:
-                return None  # already admitted (a retried webhook)
-            active = len({id(c) for c in self._by_sid.values()})
-        return "all_busy" if active >= s.max_concurrent_calls else None
+        if self.book.find(caller_sid) is not None:
+            return None  # already admitted (a retried webhook)
+        return "all_busy" if len(self.book.calls()) >= s.max_concurrent_calls else None
 
     def _decline(self, caller_sid: str, reason: PromptName, language: str) -> str:
         if reason == "not_allowed":
@@ -300,23 +311,22 @@ class CallControl:
             call.log.exception("call set-up failed")
             self.end(call, "dial_failed", notice="agent_unavailable", detail=repr(exc))
             return
-        with self._lock:
-            # Under the registry lock, so a teardown running now either sees this SID (and
-            # removes it) or ran before, in which case the call is not re-registered.
-            live = call.set_agent_sid(agent_sid)
-            if live:
-                self._by_sid[agent_sid] = call
-        if not live:
+        if not self.book.add_agent(call, agent_sid):
             # The caller left while we were dialling: cancel the agent's ringing phone.
             self._quietly(call, "cancel the agent", lambda: self._rest.hang_up(agent_sid, False))
             return
         call.log.info("agent leg %s dialled", agent_sid)
-        self._agent_dialled(call, agent_sid)
+        if not self.book.agent_dialled(call, agent_sid) and not call.ended.is_set():
+            # Ended elsewhere while we dialled (its teardown could not know this SID yet).
+            self._quietly(call, "cancel the agent", lambda: self._rest.hang_up(agent_sid, False))
         self.hub.publish(AgentDialled(call.sid, agent_sid, self._settings.agent_number, _utcnow()))
 
     def _open_sessions(self, call: Call) -> None:
         # Sessions open now, while the caller hears the greeting and the agent's phone
-        # rings, so nobody's first words are lost to connection set-up.
+        # rings, so nobody's first words are lost to connection set-up. (Several instances:
+        # where each speaker's stream lands instead, see bind_stream.)
+        if self.book.sessions_follow_streams:
+            return
         directions: tuple[tuple[Direction, str], ...] = (
             ("caller_to_agent", call.agent_language),
             ("agent_to_caller", call.caller_language),
@@ -333,9 +343,6 @@ class CallControl:
         call.sessions[direction] = session
         session.start()
 
-    def _agent_dialled(self, call: Call, agent_sid: str) -> None:
-        """The agent's CallSid is known (several instances share it)."""
-
     def _whisper(self, call: Call) -> Prompt:
         """What the agent hears first: an interpreted call, and the caller's language."""
         table = self._prompts.languages
@@ -348,37 +355,39 @@ class CallControl:
 
     def on_status(self, call_sid: str, status: str) -> bool:
         """A call-progress callback; False when the call is not one of ours (a no-op)."""
-        call = self.find(call_sid)
-        if call is None:
+        found = self.book.locate(call_sid)
+        if found is None:
             return False
-        role = call.role_of(call_sid)
+        call, role = found
         call.log.info("%s leg status %s", role, status)
+        final = status in FINAL_STATUSES
         if role == "agent":
+            answered_now = status == "in-progress" and self.book.first_answer(call)
+            self.book.leg_status(call, role, status, final)
             with call.lock:
                 call.agent_status = status
-                answered_now = status == "in-progress" and not call.agent_answered
-                if answered_now:
-                    call.agent_answered = True
-                if status in FINAL_STATUSES:
-                    call.agent_live = False
+                call.agent_answered = call.agent_answered or answered_now
+                call.agent_live = call.agent_live and not final
             if answered_now:
                 self.hub.publish(AgentAnswered(call.sid, _utcnow()))
             if status in _AGENT_FAILURE:
                 self.end(call, _AGENT_FAILURE[status], notice="agent_unavailable")
             elif status == "completed":
-                self.end(call, "agent_hung_up")
-        elif role == "caller" and status in FINAL_STATUSES:
+                self.book.leg_gone(call, "agent", "agent_hung_up")
+        elif final:
+            self.book.leg_status(call, role, status, final)
             with call.lock:
                 call.caller_live = False
-            self.end(call, "caller_hung_up")
+            self.book.leg_gone(call, "caller", "caller_hung_up")
         return True
 
     def on_answered_by(self, call_sid: str, answered_by: str) -> bool:
         """Twilio's answering machine detection result for the agent leg; False when the call
         is not (or no longer) ours. A machine ends the call like an unanswered phone."""
-        call = self.find(call_sid)
-        if call is None or call.role_of(call_sid) != "agent":
+        found = self.book.locate(call_sid)
+        if found is None or found[1] != "agent":
             return False
+        call = found[0]
         call.log.info("agent leg answered by %s", answered_by)
         if answered_by in MACHINE_ANSWERS:
             detail = f"AnsweredBy={answered_by}"
@@ -391,23 +400,22 @@ class CallControl:
         """Match a stream's `start` to a live call; returns the call and the leg's role."""
         if start.account_sid != self._settings.twilio_account_sid:
             raise StreamRejected("start.accountSid is not this account")
-        bridge_sid = start.custom_parameters.get(PARAM_CALL, "")
-        call = self.find(start.call_sid) or self.find(bridge_sid)
-        if call is None:
-            raise StreamRejected("start names no call this bridge answered or created")
-        if start.call_sid != call.sid:
-            call.agent_sid_known.wait(AGENT_SID_WAIT_S)
-        role = call.role_of(start.call_sid)
-        if role is None:
-            raise StreamRejected("start.callSid is not a leg of the named call")
-        if bridge_sid != call.sid or start.custom_parameters.get(PARAM_LEG) != role:
-            raise StreamRejected("stream parameters do not match the call")
+        call, role, held_now = self.book.bind(start, start.custom_parameters.get(PARAM_CALL, ""))
+        if held_now:  # several instances: a call admitted elsewhere, now partly held here
+            self._metrics.active_calls.inc()
+            self._ensure_watchdog()
         if role == "caller":
             call.caller_stream_seen.set()
         if call.ended.is_set() and not (role == "caller" and call.caller_notice_pending):
             raise StreamRejected("the call has ended")
         # (A caller still owed a notice keeps the stream: closing it would hang up the call
         # before the notice's redirect; the redirect ends the stream instead.)
+        if self.book.sessions_follow_streams and not call.ended.is_set():
+            direction = DIRECTION_OF_SPEAKER[role]
+            if direction not in call.sessions:
+                listener = LISTENER_OF[direction]
+                language = call.agent_language if listener == "agent" else call.caller_language
+                self._open_session(call, direction, language)
         return call, role
 
     def on_stream_ended(self, call: Call, role: Role) -> None:
@@ -417,6 +425,8 @@ class CallControl:
                 call.caller_live = False
             else:
                 call.agent_live = False
+        if not call.ended.is_set():
+            self.book.leg_left(call, role)
         self.end(call, "caller_hung_up" if role == "caller" else "agent_hung_up")
 
     # -- limits -----------------------------------------------------------------------------
@@ -451,22 +461,30 @@ class CallControl:
         """End the whole call once, whoever asks first; returns at once.
 
         ``notice`` is said to the caller (and to the agent with ``notify_agent``), each in
-        their own language, before their leg hangs up.
+        their own language, before their leg hangs up. With several instances the one that
+        claims the end runs the teardown; any other lets go of its own parts of the call.
         """
         if not call.mark_ended(reason, detail):
             return
+        if not self.book.claim_end(call, reason):
+            if self.book.holds(call):  # (a call only looked up for a callback holds nothing)
+                self._spawn(lambda: self._release(call), f"call-release:{call.sid[-6:]}")
+            return
         call.caller_notice_pending = notice is not None
         call.log.info("ending: %s%s", reason, f" ({detail})" if detail else "")
-        thread = threading.Thread(
-            target=self._teardown,
-            args=(call, notice, notify_agent),
-            name=f"call-teardown:{call.sid[-6:]}",
-            daemon=True,
+        self._spawn(
+            lambda: self._teardown(call, notice, notify_agent), f"call-teardown:{call.sid[-6:]}"
         )
-        with self._lock:
-            self._teardowns = [t for t in self._teardowns if t.is_alive()]
-            self._teardowns.append(thread)
-        thread.start()
+
+    def lost(self, call: Call, detail: str) -> None:
+        """A peer instance holding part of ``call`` is gone: end it with a notice."""
+        self.end(call, "instance_lost", notice="instance_lost", notify_agent=True, detail=detail)
+
+    def let_go(self, call: Call) -> None:
+        """Another instance ends ``call``: close this instance's parts once it has spoken."""
+        # The claimer's record says why it ended; this replica's reason is never published.
+        if call.mark_ended("caller_hung_up"):
+            self._spawn(lambda: self._release(call), f"call-release:{call.sid[-6:]}")
 
     def _teardown(self, call: Call, notice: PromptName | None, notify_agent: bool) -> None:
         try:
@@ -474,24 +492,13 @@ class CallControl:
         except Exception:  # thread boundary: never leave the registry holding a dead call
             call.log.exception("teardown failed")
         finally:
-            with self._lock:
-                for sid in (call.sid, call.agent_sid):
-                    if sid is not None and self._by_sid.get(sid) is call:
-                        del self._by_sid[sid]
-            # Last words first, then the end: the record is closed even when stopping.
-            call.flush_transcript()
-            self.hub.publish(
-                CallEnded(call.sid, _utcnow(), call.end_reason or "unknown", call.end_detail)
-            )
-            self._metrics.active_calls.dec()
-            self._metrics.calls_ended.labels(call.end_reason or "unknown").inc()
-            call.log.info(
-                "ended (%s) after %.1f s", call.end_reason, time.monotonic() - call.started_at
-            )
+            self._forget(call, publish_end=True)
 
     def _end_everything(self, call: Call, notice: PromptName | None, notify_agent: bool) -> None:
         for session in list(call.sessions.values()):
             session.close()
+        others = self.book.gather(call)
+        self.book.tell(others, "ending", call)
         with call.lock:
             caller_live, agent_sid = call.caller_live, call.agent_sid
             agent_live, agent_answered = call.agent_live, call.agent_answered
@@ -499,12 +506,28 @@ class CallControl:
             if notice is not None and not call.caller_stream_seen.is_set():
                 # Ended while Twilio is still fetching or saying the greeting: a redirect now
                 # could race our own TwiML. Once the caller's stream starts, it has run.
-                call.caller_stream_seen.wait(CALLER_TWIML_WAIT_S)
+                self.book.wait_caller_stream(call, CALLER_TWIML_WAIT_S)
             self._end_leg(call, call.sid, call.caller_language, notice, answered=True)
             call.caller_notice_pending = False
         if agent_sid is not None and agent_live:
             agent_notice = notice if notify_agent and agent_answered else None
             self._end_leg(call, agent_sid, call.agent_language, agent_notice, agent_answered)
+        self.book.tell(others, "ended", call)
+        self._close_parts(call)
+
+    def _release(self, call: Call) -> None:
+        """Another instance ends this call: close our parts once it has said its notices."""
+        try:
+            for session in list(call.sessions.values()):
+                session.close()
+            self.book.wait_ended_elsewhere(call.sid, RELEASE_WAIT_S)
+            self._close_parts(call)
+        except Exception:  # thread boundary
+            call.log.exception("release failed")
+        finally:
+            self._forget(call, publish_end=False)
+
+    def _close_parts(self, call: Call) -> None:
         for leg in call.legs.values():
             leg.close()
         deadline = time.monotonic() + SESSION_JOIN_S
@@ -512,6 +535,28 @@ class CallControl:
             join = getattr(session, "join", None)
             if join is not None:
                 join(max(0.0, deadline - time.monotonic()))
+
+    def _forget(self, call: Call, *, publish_end: bool) -> None:
+        held = self.book.forget(call)
+        # Last words first, then the end: the record is closed even when stopping.
+        call.flush_transcript()
+        if held:
+            self._metrics.active_calls.dec()
+        if publish_end:
+            self.hub.publish(
+                CallEnded(call.sid, _utcnow(), call.end_reason or "unknown", call.end_detail)
+            )
+            self._metrics.calls_ended.labels(call.end_reason or "unknown").inc()
+            call.log.info(
+                "ended (%s) after %.1f s", call.end_reason, time.monotonic() - call.started_at
+            )
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        with self._lock:
+            self._teardowns = [t for t in self._teardowns if t.is_alive()]
+            self._teardowns.append(thread)
+        thread.start()
 
     def _end_leg(
         self,
@@ -581,3 +626,4 @@ class CallControl:
         drainer = self._drainer
         if drainer is not None:
             drainer.join(timeout)
+        self.book.leave()

@@ -1,6 +1,6 @@
 """An instance's upkeep in the cluster: its heartbeat, the watch on its peers, its inbox.
 
-Two threads per instance (bridge/cluster/control.py starts them with the app):
+Two threads per instance (bridge/cluster/book.py starts them with the app):
 
 * ``cluster-heartbeat``, every ``HEARTBEAT_S``: refreshes this instance's liveness key and the
   TTLs of every call it holds part of (so they expire soon after it dies), then looks at the

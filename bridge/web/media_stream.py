@@ -12,8 +12,9 @@ import time
 from typing import Any
 
 from bridge.audio.pcm import TWILIO_RATE_HZ, ulaw_to_pcm16
+from bridge.calls.book import StreamRejected
 from bridge.calls.call import Call
-from bridge.calls.control import CallControl, StreamRejected
+from bridge.calls.control import CallControl
 from bridge.calls.leg import Role
 from bridge.ops.metrics import Metrics
 from bridge.telephony.media_wire import (

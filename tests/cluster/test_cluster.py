@@ -1,4 +1,4 @@
-"""Calls whose parts land on different instances (REDIS_URL; bridge/cluster/control.py).
+"""Calls whose parts land on different instances (REDIS_URL; bridge/cluster/book.py).
 
 Real bridges under gunicorn share a real Redis on loopback and one call store; the Twilio
 stand-in's balancer sends the voice webhook, each leg's Media Stream and each status callback
