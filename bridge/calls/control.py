@@ -18,47 +18,31 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 
-from bridge.audio.pcm import Pcm16
 from bridge.calls.book import CallBook, MemoryCallBook, StreamRejected
 from bridge.calls.call import DIRECTION_OF_SPEAKER, LISTENER_OF, Call, EndReason
-from bridge.calls.events import AgentAnswered, AgentDialled, CallEnded, CallStarted, EventHub
+from bridge.calls.events import AgentDialled, CallStarted, EventHub
 from bridge.calls.leg import LegConfig, Role
-from bridge.engines.contract import Direction, Engine, SessionSpec, TextKind, is_out_of_credit
+from bridge.calls.sessions import open_session, open_sessions
+from bridge.calls.status import StatusCallbacks
+from bridge.calls.teardown import SESSION_JOIN_S, Teardowns, quietly
+from bridge.engines.contract import Engine
 from bridge.ops.metrics import Metrics
 from bridge.settings.env import Settings
 from bridge.settings.prompts import Prompt, PromptBook, PromptName, load_prompts
 from bridge.telephony.media_wire import Start
-from bridge.telephony.rest import FINAL_STATUSES, DialRequest, TwilioRest, TwilioRestError
+from bridge.telephony.rest import DialRequest, TwilioRest, TwilioRestError
 from bridge.telephony.routes import AMD_PATH, MEDIA_PATH, STATUS_PATH
 from bridge.telephony.twiml import PARAM_CALL, connect_stream, say_and_hang_up
 
 log = logging.getLogger(__name__)
-SESSION_JOIN_S = 8.0
-# How long an instance that is not ending a call waits for the claimer's "ended" before it
-# closes its parts anyway (the claimer may have died mid-teardown).
-RELEASE_WAIT_S = 15.0
-# How long a teardown owing the caller a notice waits for the greeting TwiML to have run.
-CALLER_TWIML_WAIT_S = 10.0
 # The time-limit notice goes out this long before MAX_CALL_SECONDS, so it is heard in full
 # and the call still ends about when the limit says. The lead is at most a quarter of the
 # limit: a fixed lead longer than a short limit would end every call the moment it starts.
 TIME_LIMIT_NOTICE_S = 10.0
 TIME_LIMIT_NOTICE_SHARE = 0.25
 WATCHDOG_PERIOD_S = 0.5
-_AGENT_FAILURE: dict[str, EndReason] = {
-    "busy": "agent_busy",
-    "no-answer": "agent_no_answer",
-    "failed": "agent_failed",
-    "canceled": "agent_canceled",
-}
-# AnsweredBy values of Twilio's answering machine detection that mean nobody will talk: an
-# agent's voicemail is as good as no answer. ("human" and "unknown" let the call go on.)
-MACHINE_ANSWERS = frozenset(
-    {"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax"}
-)
 
 
 def _utcnow() -> datetime:
@@ -67,43 +51,6 @@ def _utcnow() -> datetime:
 
 class Draining(Exception):
     """The process is shutting down and takes no new calls."""
-
-
-class _DirectionSink:
-    """Delivers one session's output to the listening leg and the call's transcript."""
-
-    def __init__(self, control: CallControl, call: Call, direction: Direction) -> None:
-        self._control = control
-        self._call = call
-        self._direction = direction
-        self._leg = call.legs[LISTENER_OF[direction]]
-
-    def on_audio(self, audio: Pcm16, received_at: float) -> None:
-        self._leg.play(audio, received_at)
-
-    def on_text(self, kind: TextKind, text: str) -> None:
-        self._call.add_text(self._direction, kind, text)
-
-    def on_failed(self, reason: str, *, opened: bool) -> None:
-        if is_out_of_credit(reason):
-            # Not a fault: both parties hear that the service is unavailable, and why the call
-            # ended is on the record.
-            self._call.log.warning("%s translation ended: %s", self._direction, reason)
-            self._control.end(
-                self._call,
-                "engine_out_of_credit",
-                notice="interpreter_unavailable",
-                notify_agent=True,
-                detail=reason,
-            )
-            return
-        self._call.log.error("%s translation failed: %s", self._direction, reason)
-        self._control.end(
-            self._call,
-            "engine_failed" if opened else "engine_unavailable",
-            notice="interpreter_unavailable",
-            detail=reason,
-        )
 
 
 def notice_at_s(max_call_s: float) -> float:
@@ -132,7 +79,8 @@ class CallControl:
         # Validated by Settings already; cached, so this is the very book it checked.
         self._prompts = load_prompts(settings.prompts_file, settings.languages_file)
         self._lock = threading.Lock()
-        self._teardowns: list[threading.Thread] = []
+        self._teardowns = Teardowns(rest, metrics, self.hub, self.book, self._prompts)
+        self._status = StatusCallbacks(self.book, self.hub, self._teardowns)
         self._draining = threading.Event()
         self._watchdog: threading.Thread | None = None
         self._drainer: threading.Thread | None = None
@@ -287,7 +235,8 @@ class CallControl:
     def _setup(self, call: Call) -> None:
         s = self._settings
         try:
-            self._open_sessions(call)
+            if not self.book.sessions_follow_streams:
+                open_sessions(self._engine, self._teardowns, call)
             agent_twiml = connect_stream(
                 s.stream_url(MEDIA_PATH), call.sid, "agent", self._whisper(call)
             )
@@ -313,35 +262,13 @@ class CallControl:
             return
         if not self.book.add_agent(call, agent_sid):
             # The caller left while we were dialling: cancel the agent's ringing phone.
-            self._quietly(call, "cancel the agent", lambda: self._rest.hang_up(agent_sid, False))
+            quietly(call, "cancel the agent", lambda: self._rest.hang_up(agent_sid, False))
             return
         call.log.info("agent leg %s dialled", agent_sid)
         if not self.book.agent_dialled(call, agent_sid) and not call.ended.is_set():
             # Ended elsewhere while we dialled (its teardown could not know this SID yet).
-            self._quietly(call, "cancel the agent", lambda: self._rest.hang_up(agent_sid, False))
+            quietly(call, "cancel the agent", lambda: self._rest.hang_up(agent_sid, False))
         self.hub.publish(AgentDialled(call.sid, agent_sid, self._settings.agent_number, _utcnow()))
-
-    def _open_sessions(self, call: Call) -> None:
-        # Sessions open now, while the caller hears the greeting and the agent's phone
-        # rings, so nobody's first words are lost to connection set-up. (Several instances:
-        # where each speaker's stream lands instead, see bind_stream.)
-        if self.book.sessions_follow_streams:
-            return
-        directions: tuple[tuple[Direction, str], ...] = (
-            ("caller_to_agent", call.agent_language),
-            ("agent_to_caller", call.caller_language),
-        )
-        for direction, language in directions:
-            self._open_session(call, direction, language)
-
-    def _open_session(self, call: Call, direction: Direction, language: str) -> None:
-        # The speaker's language is the other direction's output (engines that take a source
-        # language, e.g. Bland and the prompted realtime model, need it).
-        speaker = call.caller_language if direction == "caller_to_agent" else call.agent_language
-        spec = SessionSpec(call.sid, direction, language, speaker)
-        session = self._engine.session(spec, _DirectionSink(self, call, direction))
-        call.sessions[direction] = session
-        session.start()
 
     def _whisper(self, call: Call) -> Prompt:
         """What the agent hears first: an interpreted call, and the caller's language."""
@@ -351,48 +278,15 @@ class CallControl:
             "agent_whisper", call.agent_language, caller_language=caller_language
         )
 
-    # -- status callbacks -------------------------------------------------------------------
+    # -- status callbacks (bridge/calls/status.py) -----------------------------------------
 
     def on_status(self, call_sid: str, status: str) -> bool:
         """A call-progress callback; False when the call is not one of ours (a no-op)."""
-        found = self.book.locate(call_sid)
-        if found is None:
-            return False
-        call, role = found
-        call.log.info("%s leg status %s", role, status)
-        final = status in FINAL_STATUSES
-        if role == "agent":
-            answered_now = status == "in-progress" and self.book.first_answer(call)
-            self.book.leg_status(call, role, status, final)
-            with call.lock:
-                call.agent_status = status
-                call.agent_answered = call.agent_answered or answered_now
-                call.agent_live = call.agent_live and not final
-            if answered_now:
-                self.hub.publish(AgentAnswered(call.sid, _utcnow()))
-            if status in _AGENT_FAILURE:
-                self.end(call, _AGENT_FAILURE[status], notice="agent_unavailable")
-            elif status == "completed":
-                self.book.leg_gone(call, "agent", "agent_hung_up")
-        elif final:
-            self.book.leg_status(call, role, status, final)
-            with call.lock:
-                call.caller_live = False
-            self.book.leg_gone(call, "caller", "caller_hung_up")
-        return True
+        return self._status.on_status(call_sid, status)
 
     def on_answered_by(self, call_sid: str, answered_by: str) -> bool:
-        """Twilio's answering machine detection result for the agent leg; False when the call
-        is not (or no longer) ours. A machine ends the call like an unanswered phone."""
-        found = self.book.locate(call_sid)
-        if found is None or found[1] != "agent":
-            return False
-        call = found[0]
-        call.log.info("agent leg answered by %s", answered_by)
-        if answered_by in MACHINE_ANSWERS:
-            detail = f"AnsweredBy={answered_by}"
-            self.end(call, "agent_machine", notice="agent_unavailable", detail=detail)
-        return True
+        """Twilio's answering machine detection result for the agent leg."""
+        return self._status.on_answered_by(call_sid, answered_by)
 
     # -- Media Streams ----------------------------------------------------------------------
 
@@ -415,7 +309,7 @@ class CallControl:
             if direction not in call.sessions:
                 listener = LISTENER_OF[direction]
                 language = call.agent_language if listener == "agent" else call.caller_language
-                self._open_session(call, direction, language)
+                open_session(self._engine, self._teardowns, call, direction, language)
         return call, role
 
     def on_stream_ended(self, call: Call, role: Role) -> None:
@@ -447,7 +341,7 @@ class CallControl:
                 if now - call.started_at >= limit and not call.ended.is_set():
                     self.end(call, "time_limit", notice="time_limit", notify_agent=True)
 
-    # -- teardown ---------------------------------------------------------------------------
+    # -- teardown (bridge/calls/teardown.py) -----------------------------------------------
 
     def end(
         self,
@@ -458,129 +352,15 @@ class CallControl:
         notify_agent: bool = False,
         detail: str = "",
     ) -> None:
-        """End the whole call once, whoever asks first; returns at once.
-
-        ``notice`` is said to the caller (and to the agent with ``notify_agent``), each in
-        their own language, before their leg hangs up. With several instances the one that
-        claims the end runs the teardown; any other lets go of its own parts of the call.
-        """
-        if not call.mark_ended(reason, detail):
-            return
-        if not self.book.claim_end(call, reason):
-            if self.book.holds(call):  # (a call only looked up for a callback holds nothing)
-                self._spawn(lambda: self._release(call), f"call-release:{call.sid[-6:]}")
-            return
-        call.caller_notice_pending = notice is not None
-        call.log.info("ending: %s%s", reason, f" ({detail})" if detail else "")
-        self._spawn(
-            lambda: self._teardown(call, notice, notify_agent), f"call-teardown:{call.sid[-6:]}"
-        )
+        """End the whole call once, whoever asks first; returns at once (see
+        :meth:`Teardowns.end`)."""
+        self._teardowns.end(call, reason, notice, notify_agent=notify_agent, detail=detail)
 
     def lost(self, call: Call, detail: str) -> None:
-        """A peer instance holding part of ``call`` is gone: end it with a notice."""
-        self.end(call, "instance_lost", notice="instance_lost", notify_agent=True, detail=detail)
+        self._teardowns.lost(call, detail)
 
     def let_go(self, call: Call) -> None:
-        """Another instance ends ``call``: close this instance's parts once it has spoken."""
-        # The claimer's record says why it ended; this replica's reason is never published.
-        if call.mark_ended("caller_hung_up"):
-            self._spawn(lambda: self._release(call), f"call-release:{call.sid[-6:]}")
-
-    def _teardown(self, call: Call, notice: PromptName | None, notify_agent: bool) -> None:
-        try:
-            self._end_everything(call, notice, notify_agent)
-        except Exception:  # thread boundary: never leave the registry holding a dead call
-            call.log.exception("teardown failed")
-        finally:
-            self._forget(call, publish_end=True)
-
-    def _end_everything(self, call: Call, notice: PromptName | None, notify_agent: bool) -> None:
-        for session in list(call.sessions.values()):
-            session.close()
-        others = self.book.gather(call)
-        self.book.tell(others, "ending", call)
-        with call.lock:
-            caller_live, agent_sid = call.caller_live, call.agent_sid
-            agent_live, agent_answered = call.agent_live, call.agent_answered
-        if caller_live:
-            if notice is not None and not call.caller_stream_seen.is_set():
-                # Ended while Twilio is still fetching or saying the greeting: a redirect now
-                # could race our own TwiML. Once the caller's stream starts, it has run.
-                self.book.wait_caller_stream(call, CALLER_TWIML_WAIT_S)
-            self._end_leg(call, call.sid, call.caller_language, notice, answered=True)
-            call.caller_notice_pending = False
-        if agent_sid is not None and agent_live:
-            agent_notice = notice if notify_agent and agent_answered else None
-            self._end_leg(call, agent_sid, call.agent_language, agent_notice, agent_answered)
-        self.book.tell(others, "ended", call)
-        self._close_parts(call)
-
-    def _release(self, call: Call) -> None:
-        """Another instance ends this call: close our parts once it has said its notices."""
-        try:
-            for session in list(call.sessions.values()):
-                session.close()
-            self.book.wait_ended_elsewhere(call.sid, RELEASE_WAIT_S)
-            self._close_parts(call)
-        except Exception:  # thread boundary
-            call.log.exception("release failed")
-        finally:
-            self._forget(call, publish_end=False)
-
-    def _close_parts(self, call: Call) -> None:
-        for leg in call.legs.values():
-            leg.close()
-        deadline = time.monotonic() + SESSION_JOIN_S
-        for session in list(call.sessions.values()):
-            join = getattr(session, "join", None)
-            if join is not None:
-                join(max(0.0, deadline - time.monotonic()))
-
-    def _forget(self, call: Call, *, publish_end: bool) -> None:
-        held = self.book.forget(call)
-        # Last words first, then the end: the record is closed even when stopping.
-        call.flush_transcript()
-        if held:
-            self._metrics.active_calls.dec()
-        if publish_end:
-            self.hub.publish(
-                CallEnded(call.sid, _utcnow(), call.end_reason or "unknown", call.end_detail)
-            )
-            self._metrics.calls_ended.labels(call.end_reason or "unknown").inc()
-            call.log.info(
-                "ended (%s) after %.1f s", call.end_reason, time.monotonic() - call.started_at
-            )
-
-    def _spawn(self, target: Callable[[], None], name: str) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)
-        with self._lock:
-            self._teardowns = [t for t in self._teardowns if t.is_alive()]
-            self._teardowns.append(thread)
-        thread.start()
-
-    def _end_leg(
-        self,
-        call: Call,
-        sid: str,
-        language: str,
-        notice: PromptName | None,
-        answered: bool,
-    ) -> None:
-        """Say ``notice`` and hang up (one redirect), or just hang up."""
-        if notice is not None:
-            twiml = say_and_hang_up(self._prompts.prompt(notice, language))
-            if self._quietly(call, f"tell {sid}", lambda: self._rest.redirect(sid, twiml)):
-                return
-        self._quietly(call, f"hang up {sid}", lambda: self._rest.hang_up(sid, answered))
-
-    @staticmethod
-    def _quietly(call: Call, what: str, action: Callable[[], object]) -> bool:
-        try:
-            action()
-        except TwilioRestError as exc:
-            call.log.warning("could not %s: %s", what, exc)
-            return False
-        return True
+        self._teardowns.let_go(call)
 
     # -- shutdown ---------------------------------------------------------------------------
 
@@ -609,11 +389,7 @@ class CallControl:
         self.wait_for_teardowns(SESSION_JOIN_S + 10.0)
 
     def wait_for_teardowns(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            pending = list(self._teardowns)
-        for thread in pending:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        self._teardowns.wait(timeout)
 
     @property
     def drain_timeout(self) -> float:

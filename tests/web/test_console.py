@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 TOKEN = "console-test-token-5b7e0c1d"
 SCREENSHOT = ROOT / "docs" / "console.png"
-STATIC = ROOT / "bridge" / "static"
+STATIC = ROOT / "bridge" / "web" / "static"
 
 
 def console_client(public_base_url: str = "http://127.0.0.1:8", token: str = TOKEN) -> FlaskClient:
