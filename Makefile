@@ -15,7 +15,7 @@ BIN := $(VENV)/bin
 # would be the one package that could change under us.
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --require-hashes
 
-.PHONY: demo run test lint bench clean lock lock-check
+.PHONY: demo run test lint bench clean lock lock-check system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +82,33 @@ lock-check: $(BIN)/.installed-dev
 		echo "lock-check: requirements*.txt changed without make lock: run it, commit the locks"; \
 		exit 1; \
 	fi
+
+# Debian packages some tests use; CI installs them with this, a test never does. Without them
+# those tests skip, saying why. chromium: the live console's browser test (with its
+# recommended fonts, so its screenshot looks as it does for a developer); postgresql and
+# redis-server: the store's and the cluster's tests against real servers (.ci/run starts them).
+# Idempotent: apt-get runs only for what is missing. Needs root (or sudo).
+SYSTEM_PACKAGES := chromium
+SYSTEM_PACKAGES_NO_RECOMMENDS := postgresql redis-server
+# Waits for another apt or dpkg run to finish (unattended upgrades) instead of failing.
+APT_GET := apt-get -qq -o DPkg::Lock::Timeout=600
+system-deps:
+	@missing() { for p in "$$@"; do \
+		dpkg-query -W -f='$${db:Status-Status}' "$$p" 2>/dev/null | grep -qx installed \
+			|| echo "$$p"; done; }; \
+	with=$$(missing $(SYSTEM_PACKAGES)); without=$$(missing $(SYSTEM_PACKAGES_NO_RECOMMENDS)); \
+	if [ -z "$$with$$without" ]; then \
+		echo "system-deps: $(SYSTEM_PACKAGES) $(SYSTEM_PACKAGES_NO_RECOMMENDS) installed"; \
+		exit 0; \
+	fi; \
+	command -v apt-get >/dev/null || { echo "system-deps: no apt-get; install:" $$with $$without; \
+		exit 1; }; \
+	sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	apt="$$sudo env DEBIAN_FRONTEND=noninteractive $(APT_GET)"; \
+	echo "system-deps: installing" $$with $$without; \
+	$$apt update && \
+	{ [ -z "$$with" ] || $$apt install -y $$with </dev/null >/dev/null; } && \
+	{ [ -z "$$without" ] || $$apt install -y --no-install-recommends $$without </dev/null >/dev/null; }
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
