@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -172,14 +173,30 @@ def test_language_names_need_the_cookie() -> None:
 # -- end to end, in Chromium ----------------------------------------------------------------
 
 
-def test_a_machine_that_cannot_install_chromium_gets_a_clear_reason(
-    monkeypatch: pytest.MonkeyPatch,
+def test_without_chromium_the_reason_names_make_system_deps_and_nothing_is_installed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    # Root, with an apt-get on PATH that only records its calls: all a helper would need to
+    # install packages itself, which only `make system-deps` may do.
+    calls = tmp_path / "apt-get-calls"
+    fake = tmp_path / "apt-get"
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr("os.geteuid", lambda: 0)
     monkeypatch.setattr(chromium, "_chromium", lambda: None)
-    monkeypatch.setattr("os.geteuid", lambda: 1000)
     executable, reason = chromium.provision()
     assert executable is None
-    assert "chromium is not installed" in reason and "root" in reason
+    assert "chromium is not installed" in reason and "make system-deps" in reason
+    assert not calls.exists(), calls.read_text()
+
+
+def test_without_playwright_the_reason_names_the_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(chromium, "_chromium", lambda: "/usr/bin/chromium")
+    monkeypatch.setitem(sys.modules, "playwright.sync_api", None)  # import fails
+    executable, reason = chromium.provision()
+    assert executable is None
+    assert "Playwright is not importable" in reason and "make test" in reason
 
 
 @pytest.fixture(scope="module")
@@ -283,7 +300,6 @@ def open_by_keyboard(page: Page, sid: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)  # may first install chromium (apt-get) on a bare machine
 def test_console_follows_a_call_live(
     browser: Browser, console_stack: Stack, tmp_path: Path
 ) -> None:
