@@ -1,8 +1,9 @@
 """Settings: read once from the environment in the app factory, frozen, and injected.
 
-Nothing here runs at import time. A missing or invalid value raises :class:`ConfigError` whose
-message is one line naming the variable and what is wrong; the entry points print that line
-and exit instead of showing a traceback.
+Nothing here runs at import time. Missing or invalid values raise one :class:`ConfigError`
+whose message is one line naming every such variable and what is wrong with it (joined by
+semicolons, so a first run learns them all at once); the entry points print that line and exit
+instead of showing a traceback.
 """
 
 from __future__ import annotations

@@ -205,8 +205,10 @@ def main() -> int:
     try:
         return run_demo(out_dir, sys.stdout)
     except KeyboardInterrupt:
-        # The bridge is stopped by now (running_bridge); the folder holds half a call.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # The bridge is stopped by now (running_bridge); the folder holds half a call. A second
+        # Ctrl-C would only interrupt the tidying with a traceback.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
         if fresh:
             shutil.rmtree(out_dir, ignore_errors=True)
             left = f"{out_dir}/ removed"
