@@ -14,6 +14,7 @@ import re
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,9 +24,13 @@ from flask.testing import FlaskClient
 
 from bridge import console
 from bridge.api import COOKIE
+from bridge.app import create_app
+from bridge.events import CallStarted, EventHub
+from bridge.relay_engine import RelayEngine
 from bridge.settings import Settings
 from tests import a11y, chromium
 from tests.bridge_process import ACCOUNT_SID, AGENT_NUMBER, AUTH_TOKEN, OPENAI_KEY, ROOT
+from tests.call_events import wait_until
 from tests.call_helpers import (
     BRIDGE_NUMBER,
     CALLER_NUMBER,
@@ -168,6 +173,49 @@ def test_language_names_need_the_cookie() -> None:
     log_in(client)
     names = client.get("/console/languages.json").get_json()
     assert names["es"] == "Spanish" and names["en"] == "English"
+
+
+def test_a_relay_call_says_in_its_caption_columns_why_they_stay_empty(tmp_path: Path) -> None:
+    """The relay gives no text. The page carries a note per caption column keyed by engine
+    name, and the script shows the notes whose key is the open call's ``engine`` from the API:
+    so the relay engine's own name must reach the API and key a note in both columns."""
+    env = {
+        "PUBLIC_BASE_URL": "http://127.0.0.1:8",
+        "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "AGENT_NUMBER": AGENT_NUMBER,
+        "ENGINE": "relay",
+        "ADMIN_TOKEN": TOKEN,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'calls.sqlite3'}",
+    }
+    app = create_app(Settings.from_env(env, env_file=None))
+    try:
+        hub: EventHub = app.extensions["bridge.hub"]
+        at = datetime.now(UTC)
+        hub.publish(
+            CallStarted("CA1", CALLER_NUMBER, BRIDGE_NUMBER, "es", "en", RelayEngine.name, at)
+        )
+        client = app.test_client()
+        log_in(client)
+        # The live view takes the event on its own thread: wait for it, with a deadline.
+        assert wait_until(lambda: client.get("/api/calls/CA1").status_code == 200, 10)
+        detail = client.get("/api/calls/CA1")
+        assert detail.json is not None
+        engine = detail.json["engine"]
+        page = client.get("/console").get_data(as_text=True)
+    finally:
+        app.extensions["bridge.live"].close()
+        app.extensions["bridge.store"].close()
+    for direction in ("caller_to_agent", "agent_to_caller"):
+        column = page.split(f'id="title-{direction}"')[1].split("</section>")[0]
+        notes = re.findall(
+            r'<p class="no-captions" data-engine="([^"]+)" hidden>([^<]+)</p>', column
+        )
+        assert engine in dict(notes), (direction, engine, notes)
+        note = dict(notes)[engine]
+        assert "relay engine passes" in note and "untranslated" in note and "No captions" in note
+    script = (STATIC / "console" / "call.js").read_text()
+    assert "querySelectorAll('.no-captions')" in script and "dataset.engine" in script
 
 
 # -- end to end, in Chromium ----------------------------------------------------------------
