@@ -21,8 +21,9 @@ Why it is shaped like this:
   hears a short notice and the call ends; then the worker exits (see ``post_worker_init``).
   ``graceful_timeout`` leaves room for the notice and teardown before the master would kill
   the worker.
-* Settings are validated here, once, before any worker starts, so a bad setting prints one
-  clear line and exits with status 2 instead of a traceback from inside a worker.
+* Settings (``.env`` included, the real environment winning) are validated here, once, before
+  any worker starts, so bad settings print one clear line naming each of them and exit with
+  status 2 instead of a traceback from inside a worker.
 """
 
 import os
@@ -34,28 +35,28 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bridge.engines.registry import settings_from_env
-from bridge.settings.env import ConfigError
+from bridge.settings.env import ConfigError, read_environment
 
+# gunicorn reads this file before the app exists, so it reads .env itself, as the app will:
+# the real environment wins over the file. BRIDGE_THREADS and BRIDGE_WORKERS are checked with
+# every other setting, so any mistake is one line here, before any worker starts.
+_env = read_environment()
 try:
-    _settings = settings_from_env()
+    _settings = settings_from_env(_env, env_file=None)
 except ConfigError as _exc:
     sys.stderr.write(f"configuration error: {_exc}\n")
     sys.exit(2)
 
 
 def _workers() -> int:
-    name = "BRIDGE_WORKERS" if os.environ.get("BRIDGE_WORKERS") else "WEB_CONCURRENCY"
-    raw = os.environ.get(name, "").strip() or "1"
-    if not raw.isdigit() or not 1 <= int(raw) <= 64:
-        sys.stderr.write(f"configuration error: {name}: {raw!r} is not a number of workers 1..64\n")
-        sys.exit(2)
-    if int(raw) > 1 and _settings.redis_url is None:
+    if _settings.workers > 1 and _settings.redis_url is None:
+        name = "BRIDGE_WORKERS" if _env.get("BRIDGE_WORKERS", "").strip() else "WEB_CONCURRENCY"
         sys.stderr.write(
-            f"warning: {name}={raw} ignored, running 1 worker: without REDIS_URL a call's legs "
-            "must meet in one process (see docs/scaling.md)\n"
+            f"warning: {name}={_settings.workers} ignored, running 1 worker: without REDIS_URL "
+            "a call's legs must meet in one process (see docs/scaling.md)\n"
         )
         return 1
-    return int(raw)
+    return _settings.workers
 
 
 bind = f"0.0.0.0:{_settings.port}"
@@ -67,7 +68,7 @@ if _settings.redis_url is not None and _settings.database_url.startswith("sqlite
         "several hosts need DATABASE_URL=postgresql://...\n"
     )
 worker_class = "gthread"
-threads = int(os.environ.get("BRIDGE_THREADS", "256"))
+threads = _settings.threads
 timeout = 30
 # Grace for live calls, plus time for the notice to play and teardown to finish.
 graceful_timeout = _settings.shutdown_grace_s + 20

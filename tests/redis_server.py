@@ -32,7 +32,7 @@ def redis_url() -> Iterator[str]:
         return
     exe = shutil.which("redis-server")
     if exe is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server; CI has it)")
+        pytest.skip("redis-server is not installed (make system-deps installs it; CI runs that)")
     port = free_port()
     proc = subprocess.Popen(
         [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],

@@ -17,7 +17,6 @@ The seam itself (sessions, listeners, lifecycle) is :mod:`bridge.engines.contrac
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -32,7 +31,7 @@ from bridge.engines.openai.config import (
 )
 from bridge.engines.soniox.config import config_from_env as soniox_config
 from bridge.settings.engine_choice import ENGINES
-from bridge.settings.env import Settings, read_environment
+from bridge.settings.env import Settings
 
 if TYPE_CHECKING:
     from bridge.engines.contract import Engine
@@ -72,10 +71,9 @@ def config_from_env(name: str, env: Mapping[str, str]) -> Any:
 def settings_from_env(
     environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
 ) -> Settings:
-    """:meth:`Settings.from_env` with the selected engine's own settings checked and kept."""
-    env = read_environment(environ, env_file)
-    settings = Settings.from_env(env, env_file=None)
-    return dataclasses.replace(settings, engine_config=config_from_env(settings.engine, env))
+    """:meth:`Settings.from_env` with the selected engine's own settings read and checked
+    too (every problem, the engine's included, named in one line)."""
+    return Settings.from_env(environ, env_file, engine_config=config_from_env)
 
 
 def build(settings: Settings, metrics: Metrics) -> Engine:

@@ -1,18 +1,20 @@
 """Settings: read once from the environment in the app factory, frozen, and injected.
 
-Nothing here runs at import time. A missing or invalid value raises :class:`ConfigError` whose
-message is one line naming the variable and what is wrong; the entry points print that line
-and exit instead of showing a traceback.
+Nothing here runs at import time. Missing or invalid values raise one :class:`ConfigError`
+whose message is one line naming every such variable and what is wrong with it (joined by
+semicolons, so a first run learns them all at once); the entry points print that line and exit
+instead of showing a traceback.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
@@ -26,6 +28,9 @@ from bridge.settings.languages import DEFAULT_LANGUAGES_FILE, LanguageFileError
 from bridge.settings.prompts import DEFAULT_PROMPTS_FILE, PromptBook, PromptFileError, load_prompts
 
 __all__ = ["OPENAI_OUTPUT_LANGUAGES", "ConfigError", "Settings"]
+_T = TypeVar("_T")
+# Reads the selected engine's own settings: (ENGINE, environment) -> that engine's config.
+EngineConfigReader = Callable[[str, Mapping[str, str]], Any]
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 # Twilio can also dial SIP URIs and Twilio Client identities.
 _DIALABLE = re.compile(r"^(\+[1-9]\d{6,14}|sip:[^\s]+|client:[A-Za-z0-9_.-]+)$")
@@ -53,8 +58,8 @@ class Settings:
     caller_language: str = "es"
     agent_language: str = "en"
     engine: str = "openai"
-    # The selected engine's own settings (keys, base URLs, model, voice), read by
-    # bridge.engines.registry.settings_from_env; None until then. Out of repr: it holds secrets.
+    # The selected engine's own settings (keys, base URLs, model, voice), as its reader (given
+    # by bridge.engines.registry.settings_from_env) returned them. Out of repr: secrets.
     engine_config: Any = field(default=None, repr=False, compare=False)
     openai_api_key: str | None = None
     openai_base_url: str | None = None
@@ -69,7 +74,7 @@ class Settings:
     max_call_s: int = 14400
     allowed_callers: frozenset[str] = frozenset()
     shutdown_grace_s: int = 120
-    # Listening experience (mixer, echo guard, backlog): see bridge/audio/mixer.py and the README.
+    # Listening experience (mixer, echo guard, backlog): see bridge/mixer.py and the README.
     passthrough_db: float | None = -14.0
     duck_db: float = -12.0
     echo_guard_db: float | None = -30.0
@@ -81,16 +86,20 @@ class Settings:
     agent_machine_detection: bool = True
     languages_file: Path = DEFAULT_LANGUAGES_FILE
     prompts_file: Path = DEFAULT_PROMPTS_FILE
-    # Terms engines with a glossary keep or translate a given way (bridge/settings/glossary.py).
+    # Terms engines with a glossary keep or translate a given way (bridge/glossary.py).
     glossary_file: Path = DEFAULT_GLOSSARY_FILE
-    # Call records and the admin API (bridge/records/store.py, bridge/web/api.py). Kept out of
-    # repr: the URL may carry a database password, and the token is a secret.
+    # Call records and the admin API (bridge/store.py, bridge/api.py). Kept out of repr: the
+    # URL may carry a database password, and the token is a secret.
     database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
     admin_token: str | None = field(default=None, repr=False)
     # Several instances: shared call state and cross-instance audio (docs/scaling.md). None
     # keeps everything in this process, as a single host needs. Out of repr: it may hold a
     # password.
     redis_url: str | None = field(default=None, repr=False)
+    # The server (config/gunicorn.conf.py): request threads per worker, and the worker
+    # processes asked for (BRIDGE_WORKERS, else WEB_CONCURRENCY; only 1 without REDIS_URL).
+    threads: int = 256
+    workers: int = 1
 
     @property
     def public_host(self) -> str:
@@ -115,13 +124,19 @@ class Settings:
 
     @classmethod
     def from_env(
-        cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
+        cls,
+        environ: Mapping[str, str] | None = None,
+        env_file: str | Path | None = ".env",
+        *,
+        engine_config: EngineConfigReader | None = None,
     ) -> Settings:
         """Build settings from ``environ`` (default ``os.environ``) over an optional .env file.
 
         Real environment variables win over the file, so a deployment can override it.
+        ``engine_config`` reads the selected engine's own settings (the engines layer passes
+        it: settings know no engine's code); without it ``engine_config`` stays None.
         """
-        return _parse(read_environment(environ, env_file))
+        return _parse(read_environment(environ, env_file), engine_config)
 
 
 def read_environment(
@@ -148,21 +163,55 @@ class TwilioAccess:
 
 def twilio_access(env: Mapping[str, str]) -> TwilioAccess:
     """The four Twilio settings, checked exactly as the bridge checks them at start-up."""
-    public = _base_url(
-        "PUBLIC_BASE_URL",
-        _required(env, "PUBLIC_BASE_URL", "the https origin Twilio reaches, e.g. https://x.io"),
-        origin_only=True,
+    found = _Findings()
+    public = found.check(
+        lambda: _base_url(
+            "PUBLIC_BASE_URL",
+            _required(env, "PUBLIC_BASE_URL", "the https origin Twilio reaches, e.g. https://x.io"),
+            origin_only=True,
+        )
     )
+    sid = found.check(lambda: _account_sid(env))
+    token = found.check(
+        lambda: _required(env, "TWILIO_AUTH_TOKEN", "the auth token that signs Twilio's requests")
+    )
+    api = found.check(
+        lambda: _base_url(
+            "TWILIO_API_BASE_URL",
+            _get(env, "TWILIO_API_BASE_URL") or "https://api.twilio.com",
+            origin_only=True,
+        )
+    )
+    if public is None or sid is None or token is None or api is None:
+        raise found.error()
+    return TwilioAccess(public, sid, token, api)
+
+
+class _Findings:
+    """Every problem found in the settings, so one start-up names them all: a first run with
+    nothing set lists every missing variable at once, not one per attempt."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def check(self, read: Callable[[], _T]) -> _T | None:
+        """What ``read()`` returns, or None with its problem noted."""
+        try:
+            return read()
+        except ConfigError as exc:
+            self.problems.append(str(exc))
+            return None
+
+    def error(self) -> ConfigError:
+        """One line: each problem, as its own check words it, joined by semicolons."""
+        return ConfigError("; ".join(self.problems))
+
+
+def _account_sid(env: Mapping[str, str]) -> str:
     sid = _required(env, "TWILIO_ACCOUNT_SID", "your Twilio account SID, AC...")
     if not _ACCOUNT_SID.match(sid):
         raise ConfigError("TWILIO_ACCOUNT_SID: must be AC followed by 32 hex digits")
-    token = _required(env, "TWILIO_AUTH_TOKEN", "the auth token that signs Twilio's requests")
-    api = _base_url(
-        "TWILIO_API_BASE_URL",
-        _get(env, "TWILIO_API_BASE_URL") or "https://api.twilio.com",
-        origin_only=True,
-    )
-    return TwilioAccess(public, sid, token, api)
+    return sid
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:
@@ -243,76 +292,133 @@ def _allowed_callers(env: Mapping[str, str]) -> frozenset[str]:
     return frozenset(numbers)
 
 
-def _parse(env: Mapping[str, str]) -> Settings:
-    access = twilio_access(env)
-    public, sid, token = access.public_base_url, access.account_sid, access.auth_token
+def _agent_number(env: Mapping[str, str]) -> str:
     agent = _required(env, "AGENT_NUMBER", "the E.164 number of the agent to dial, e.g. +1...")
     if not _DIALABLE.match(agent):
         raise ConfigError(f"AGENT_NUMBER: {agent!r} is not an E.164 number (+15551234567)")
+    return agent
+
+
+def _caller_id(env: Mapping[str, str]) -> str | None:
     caller_id = _get(env, "AGENT_CALLER_ID")
     if caller_id is not None and not _E164.match(caller_id):
         raise ConfigError(f"AGENT_CALLER_ID: {caller_id!r} is not an E.164 number")
+    return caller_id
 
+
+def _engine(env: Mapping[str, str]) -> str:
     engine = (_get(env, "ENGINE") or "openai").lower()
     if engine not in engines.ENGINES:
         raise ConfigError(f"ENGINE: {engine!r} is not one of {', '.join(engines.ENGINES)}")
-    api_key = _get(env, "OPENAI_API_KEY")
-    openai_base = _get(env, "OPENAI_BASE_URL")
-    if openai_base is not None:
-        openai_base = _base_url("OPENAI_BASE_URL", openai_base, origin_only=False)
+    return engine
 
-    languages: dict[str, str] = {}
-    for name, default in (("CALLER_LANGUAGE", "es"), ("AGENT_LANGUAGE", "en")):
-        code = (_get(env, name) or default).lower()
-        _check_speakable(name, code, engine)
-        languages[name] = code
 
-    transcription = _get(env, "TRANSCRIPTION_MODEL") or "gpt-realtime-whisper"
+def _log_level(env: Mapping[str, str]) -> str:
     level = (_get(env, "LOG_LEVEL") or "INFO").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL: {level!r} is not DEBUG, INFO, WARNING or ERROR")
+    return level
 
-    langs = _language_settings(
-        env, engine, languages["CALLER_LANGUAGE"], languages["AGENT_LANGUAGE"]
-    )
+
+def _workers(env: Mapping[str, str]) -> int:
+    """BRIDGE_WORKERS, else WEB_CONCURRENCY (what platforms set), else 1."""
+    name = "BRIDGE_WORKERS" if _get(env, "BRIDGE_WORKERS") else "WEB_CONCURRENCY"
+    return _int(env, name, 1, 1, 64)
+
+
+def _parse(env: Mapping[str, str], engine_config: EngineConfigReader | None) -> Settings:
+    found = _Findings()
+    access = found.check(lambda: twilio_access(env))
+    # Each setting is checked even when an earlier one failed; the first one missing or bad
+    # stops nothing until all are known. Settings that depend on the engine wait for it.
+    reads: dict[str, Callable[[], Any]] = {
+        "agent_number": lambda: _agent_number(env),
+        "agent_caller_id": lambda: _caller_id(env),
+    }
+    values: dict[str, Any] = {name: found.check(read) for name, read in reads.items()}
+    engine = found.check(lambda: _engine(env))
+    if engine is not None:
+        values |= _engine_settings(env, engine, found, engine_config)
+    transcription = _get(env, "TRANSCRIPTION_MODEL") or "gpt-realtime-whisper"
+    reads = {
+        "openai_api_key": lambda: _get(env, "OPENAI_API_KEY"),
+        "openai_base_url": lambda: _openai_base_url(env),
+        "port": lambda: _int(env, "PORT", 8000, 1, 65535),
+        "translation_model": lambda: _get(env, "TRANSLATION_MODEL") or "gpt-realtime-translate",
+        "transcription_model": lambda: None if transcription.lower() == "off" else transcription,
+        "agent_dial_timeout_s": lambda: _int(env, "AGENT_DIAL_TIMEOUT", 30, 5, 600),
+        "log_level": lambda: _log_level(env),
+        "log_format": lambda: _choice(env, "LOG_FORMAT", ("text", "json")),
+        "session_max_s": lambda: _int(env, "SESSION_MAX_SECONDS", 3300, 3, 86_400),
+        "max_concurrent_calls": lambda: _int(env, "MAX_CONCURRENT_CALLS", 50, 1, 10_000),
+        "max_call_s": lambda: _int(env, "MAX_CALL_SECONDS", 14_400, 5, 86_400),
+        "allowed_callers": lambda: _allowed_callers(env),
+        "shutdown_grace_s": lambda: _int(env, "SHUTDOWN_GRACE_SECONDS", 120, 0, 3600),
+        "duck_db": lambda: _db(env, "DUCK_DB", -12.0, -60) or 0.0,
+        "backlog_max_s": lambda: _seconds(env, "BACKLOG_MAX_SECONDS", 3.0, 0.5, 60.0),
+        "backlog_policy": lambda: _choice(env, "BACKLOG_POLICY", ("drop-oldest", "clear")),
+        "agent_machine_detection": lambda: _switch(env, "AGENT_MACHINE_DETECTION", default=True),
+        "glossary_file": lambda: _glossary_file(env),
+        "database_url": lambda: _database_url(env),
+        "admin_token": lambda: _admin_token(env),
+        "redis_url": lambda: _redis_url(env),
+        # A call holds two request threads for its whole length, plus a few for webhooks.
+        "threads": lambda: _int(env, "BRIDGE_THREADS", 256, 4, 10_000),
+        "workers": lambda: _workers(env),
+    }
+    values |= {name: found.check(read) for name, read in reads.items()}
+    if found.problems or access is None or engine is None:
+        raise found.error()
     return Settings(
-        public_base_url=public,
-        twilio_account_sid=sid,
-        twilio_auth_token=token,
-        agent_number=agent,
-        port=_int(env, "PORT", 8000, 1, 65535),
+        public_base_url=access.public_base_url,
+        twilio_account_sid=access.account_sid,
+        twilio_auth_token=access.auth_token,
         twilio_api_base_url=access.api_base_url,
-        caller_language=languages["CALLER_LANGUAGE"],
-        agent_language=languages["AGENT_LANGUAGE"],
         engine=engine,
-        openai_api_key=api_key,
-        openai_base_url=openai_base,
-        translation_model=_get(env, "TRANSLATION_MODEL") or "gpt-realtime-translate",
-        transcription_model=None if transcription.lower() == "off" else transcription,
-        agent_caller_id=caller_id,
-        agent_dial_timeout_s=_int(env, "AGENT_DIAL_TIMEOUT", 30, 5, 600),
-        log_level=level,
-        log_format=_choice(env, "LOG_FORMAT", ("text", "json")),
-        session_max_s=_int(env, "SESSION_MAX_SECONDS", 3300, 3, 86_400),
-        max_concurrent_calls=_int(env, "MAX_CONCURRENT_CALLS", 50, 1, 10_000),
-        max_call_s=_int(env, "MAX_CALL_SECONDS", 14_400, 5, 86_400),
-        allowed_callers=_allowed_callers(env),
-        shutdown_grace_s=_int(env, "SHUTDOWN_GRACE_SECONDS", 120, 0, 3600),
-        passthrough_db=_db(env, "PASSTHROUGH_DB", -14.0 if engine != "relay" else None, -60),
-        duck_db=_db(env, "DUCK_DB", -12.0, -60) or 0.0,
-        echo_guard_db=_db(env, "ECHO_GUARD_DB", -30.0 if engine != "relay" else None, -120),
-        backlog_max_s=_seconds(env, "BACKLOG_MAX_SECONDS", 3.0, 0.5, 60.0),
-        backlog_policy=_choice(env, "BACKLOG_POLICY", ("drop-oldest", "clear")),
-        caller_languages=langs.caller_languages,
-        agent_languages=langs.agent_languages,
-        agent_machine_detection=_switch(env, "AGENT_MACHINE_DETECTION", default=True),
-        languages_file=langs.languages_file,
-        prompts_file=langs.prompts_file,
-        glossary_file=_glossary_file(env),
-        database_url=_database_url(env),
-        admin_token=_admin_token(env),
-        redis_url=_redis_url(env),
+        **values,
     )
+
+
+def _openai_base_url(env: Mapping[str, str]) -> str | None:
+    raw = _get(env, "OPENAI_BASE_URL")
+    return None if raw is None else _base_url("OPENAI_BASE_URL", raw, origin_only=False)
+
+
+def _engine_settings(
+    env: Mapping[str, str], engine: str, found: _Findings, engine_config: EngineConfigReader | None
+) -> dict[str, Any]:
+    """What depends on the engine: its own settings, the languages it must speak, and the
+    listening defaults (the relay has no translation to mix its passthrough under)."""
+    translates = engine != "relay"
+    values: dict[str, Any] = {
+        "engine_config": found.check(
+            lambda: None if engine_config is None else engine_config(engine, env)
+        ),
+        "passthrough_db": found.check(
+            lambda: _db(env, "PASSTHROUGH_DB", -14.0 if translates else None, -60)
+        ),
+        "echo_guard_db": found.check(
+            lambda: _db(env, "ECHO_GUARD_DB", -30.0 if translates else None, -120)
+        ),
+    }
+    caller = (_get(env, "CALLER_LANGUAGE") or "es").lower()
+    agent = (_get(env, "AGENT_LANGUAGE") or "en").lower()
+    known = len(found.problems)
+    for name, code in (("CALLER_LANGUAGE", caller), ("AGENT_LANGUAGE", agent)):
+        found.check(partial(_check_speakable, name, code, engine))
+    if len(found.problems) > known:
+        return values  # the language files would only repeat it
+    langs = found.check(lambda: _language_settings(env, engine, caller, agent))
+    if langs is not None:
+        values |= {
+            "caller_language": caller,
+            "agent_language": agent,
+            "caller_languages": langs.caller_languages,
+            "agent_languages": langs.agent_languages,
+            "languages_file": langs.languages_file,
+            "prompts_file": langs.prompts_file,
+        }
+    return values
 
 
 # -- call records and the admin API ----------------------------------------------------------

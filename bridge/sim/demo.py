@@ -7,14 +7,17 @@ The bridge sends its REST requests to the simulator, which then places one call 
 speech in ``demo/audio``. Everything lands in ``out/demo-<timestamp>/``: what each party heard,
 the transcript, the report and the bridge's log.
 
-Concurrency: the bridge is a child process (stopped with SIGTERM, as a platform stops it,
-then SIGKILL if it hangs); the simulator runs in this process.
+Concurrency: the bridge is a child process in its own process group, listening on 127.0.0.1
+only (stopped with SIGTERM, as a platform stops it, then SIGKILL to the group if it hangs); the
+simulator runs in this process. Ctrl-C (or SIGTERM, SIGHUP) stops the bridge within a few
+seconds, removes the half-written output folder and says so in one line (exit status 130).
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -34,6 +37,8 @@ from bridge.sim.wav import DEMO_AGENT_WAV, DEMO_CALLER_WAV
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
+# After Ctrl-C: how long the bridge may take to stop by itself before it is killed.
+INTERRUPT_GRACE_S = 5.0
 # Throwaway credentials: nothing here talks to Twilio, the simulator plays it.
 DEMO_ACCOUNT_SID = "AC" + "0" * 32
 DEMO_AGENT_NUMBER = "+15557654321"
@@ -73,6 +78,9 @@ def bridge_environment(
         "ADMIN_TOKEN": admin_token,
         "DATABASE_URL": f"sqlite:///{(out_dir / 'calls.sqlite3').resolve()}",
         "BRIDGE_THREADS": "32",
+        # Stopped mid-call (Ctrl-C), the demo's bridge ends its call at once: nobody real is
+        # on it. Stopped after the call, as normally, there is nothing to drain anyway.
+        "SHUTDOWN_GRACE_SECONDS": "0",
     }
     key = os.environ.get("OPENAI_API_KEY")
     if key:
@@ -86,42 +94,72 @@ def bridge_environment(
 
 @contextmanager
 def running_bridge(env: Mapping[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """The bridge under gunicorn until the block ends; healthy (``/healthz``) on entry."""
+    """The bridge under gunicorn until the block ends; healthy (``/healthz``) on entry.
+
+    It listens on 127.0.0.1 only: it runs with throwaway or test credentials and everything
+    that calls it is on this machine. It runs in its own process group, so a Ctrl-C at the
+    terminal reaches only this process, which then stops the bridge itself, workers included.
+    """
     # The process's own port, not PUBLIC_BASE_URL: behind a balancer (several instances)
     # the public URL is the balancer's, not this process's.
     url = f"http://127.0.0.1:{env['PORT']}"
-    with log_path.open("wb") as log_file:
-        # Every setting the demo depends on is given here, and real variables win over a
-        # .env in the checkout, so one left there cannot point the demo at a real account.
-        proc = subprocess.Popen(  # noqa: S603 (our own Procfile command, no user input)
-            ["/bin/sh", "-c", f"exec {procfile_web_command()}"],
-            cwd=ROOT,
-            env=dict(env),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+    # gunicorn applies GUNICORN_CMD_ARGS over the config file's 0.0.0.0 (a deployment's
+    # setting), so the Procfile's command itself runs unchanged.
+    env = {**env, "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{env['PORT']}"}
+    proc: subprocess.Popen[bytes] | None = None
+    stop_within_s = STOP_TIMEOUT_S
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise DemoError(f"the bridge exited at start (see {log_path})")
-            try:
-                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise DemoError(f"the bridge did not become healthy (see {log_path})")
-            time.sleep(0.2)
+        with log_path.open("wb") as log_file:
+            # Every setting the demo depends on is given here, and real variables win over a
+            # .env in the checkout, so one left there cannot point the demo at a real account.
+            proc = subprocess.Popen(  # noqa: S603 (our own Procfile command, no user input)
+                ["/bin/sh", "-c", f"exec {procfile_web_command()}"],
+                cwd=ROOT,
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                process_group=0,
+            )
+        _wait_healthy(proc, url, log_path)
         yield proc
+    except KeyboardInterrupt:
+        stop_within_s = INTERRUPT_GRACE_S  # someone is waiting: no drain, no long wait
+        raise
     finally:
+        if proc is not None:
+            stop_bridge(proc, stop_within_s)
+
+
+def _wait_healthy(proc: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        if proc.poll() is not None:
+            raise DemoError(f"the bridge exited at start (see {log_path})")
+        try:
+            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            raise DemoError(f"the bridge did not become healthy (see {log_path})")
+        time.sleep(0.2)
+
+
+def stop_bridge(proc: subprocess.Popen[bytes], grace_s: float) -> None:
+    """SIGTERM (as a platform stops it), then after ``grace_s`` SIGKILL to its whole process
+    group, so no worker outlives its master. Idempotent; a second Ctrl-C while waiting only
+    makes the kill come sooner."""
+    try:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+            proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        # Only while the master is unreaped: its pid, the group's id, cannot be reused yet.
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def run_demo(out_dir: Path, out: TextIO) -> int:
@@ -159,7 +197,25 @@ def run_demo(out_dir: Path, out: TextIO) -> int:
 
 
 def main() -> int:
-    return run_demo(default_out_dir("demo"), sys.stdout)
+    out_dir = default_out_dir("demo")
+    fresh = not out_dir.exists()
+    # A closed terminal or a supervisor's SIGTERM stops the demo as Ctrl-C does, tidily.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.default_int_handler)
+    try:
+        return run_demo(out_dir, sys.stdout)
+    except KeyboardInterrupt:
+        # The bridge is stopped by now (running_bridge); the folder holds half a call. A second
+        # Ctrl-C would only interrupt the tidying with a traceback.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        if fresh:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            left = f"{out_dir}/ removed"
+        else:
+            left = f"{out_dir}/ is incomplete"
+        sys.stdout.write(f"\nInterrupted: the bridge is stopped and {left}.\n")
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":

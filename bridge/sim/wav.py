@@ -33,7 +33,7 @@ WAVE_FORMAT_ALAW = 6
 WAVE_FORMAT_MULAW = 7
 WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 _INT16_MAX = 32767
-# The speech the demo and the tests call with (copies of ../shared/audio; see its README).
+# The speech the demo and the tests call with (demo/audio/README.md says how it was made).
 DEMO_AUDIO = Path(__file__).resolve().parents[2] / "demo" / "audio"
 DEMO_CALLER_WAV = DEMO_AUDIO / "caller_es_24k_pcm16.wav"  # not 8 kHz μ-law: shows conversion
 DEMO_AGENT_WAV = DEMO_AUDIO / "agent_en_8k_mulaw.wav"

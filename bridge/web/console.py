@@ -32,6 +32,12 @@ CSP: Final = (
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 MAX_TOKEN_CHARS: Final = 512  # a form field longer than any sane token is not compared at all
+# Engines that give the console no text, and what their calls' caption columns say instead of
+# staying blank. Per engine, not per deployment: the list keeps calls made before a restart.
+NO_CAPTIONS: Final = {
+    "relay": "No captions: the relay engine passes each party's audio through untranslated, "
+    "so there is no text to show.",
+}
 
 bp = Blueprint(
     "console",
@@ -85,7 +91,7 @@ def console() -> tuple[str, int]:
         return render_template("console/login.html", error=None, enabled=False), 404
     if not logged_in():
         return _login_page()
-    return render_template("console/console.html"), 200
+    return render_template("console/console.html", no_captions=NO_CAPTIONS), 200
 
 
 @bp.post("/console/login")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -127,3 +129,93 @@ def test_gunicorn_refuses_bad_settings_with_one_line() -> None:
     known = ", ".join(engine_choice.ENGINES)  # every registered engine, in registry order
     assert proc.stderr.strip() == f"configuration error: ENGINE: 'nope' is not one of {known}"
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_every_problem_is_named_in_one_line() -> None:
+    """A first `make run` with nothing set lists every missing variable, not only the first."""
+    with pytest.raises(ConfigError) as info:
+        settings_from_env({"PORT": "eighty", "BRIDGE_THREADS": "abc"}, env_file=None)
+    message = str(info.value)
+    assert "\n" not in message
+    named = [part.split(":")[0] for part in message.split("; ")]
+    assert named == [
+        "PUBLIC_BASE_URL",
+        "TWILIO_ACCOUNT_SID",
+        "TWILIO_AUTH_TOKEN",
+        "AGENT_NUMBER",
+        "OPENAI_API_KEY",
+        "PORT",
+        "BRIDGE_THREADS",
+    ]
+    assert message.startswith("PUBLIC_BASE_URL: required but not set (")
+
+
+def test_a_language_problem_is_named_once_beside_the_others() -> None:
+    with pytest.raises(ConfigError) as info:
+        settings(CALLER_LANGUAGE="tr", AGENT_LANGUAGE="xx", LOG_LEVEL="loud")
+    named = [part.split(":")[0] for part in str(info.value).split("; ")]
+    assert named == ["CALLER_LANGUAGE", "AGENT_LANGUAGE", "LOG_LEVEL"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"BRIDGE_THREADS": "abc"}, "BRIDGE_THREADS: 'abc' is not a whole number"),
+        ({"BRIDGE_THREADS": "2"}, "BRIDGE_THREADS: 2 is outside 4..10000"),
+        ({"BRIDGE_WORKERS": "0"}, "BRIDGE_WORKERS: 0 is outside 1..64"),
+        ({"WEB_CONCURRENCY": "many"}, "WEB_CONCURRENCY: 'many' is not a whole number"),
+    ],
+)
+def test_server_settings_are_checked_like_the_others(
+    overrides: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        settings(**overrides)
+    assert str(info.value) == message
+
+
+def test_gunicorn_refuses_a_bad_thread_count_with_one_line() -> None:
+    """BRIDGE_THREADS was read with int() in the gunicorn config: a traceback, not a line."""
+    env = {"PATH": str(Path(sys.executable).parent), "HOME": "/tmp", **BASE}
+    proc = run_gunicorn_once({**env, "BRIDGE_THREADS": "abc", "PORT": "x"})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "configuration error: PORT: 'x' is not a whole number; "
+        "BRIDGE_THREADS: 'abc' is not a whole number"
+    )
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def gunicorn_config(cwd: Path, env: dict[str, str]) -> dict[str, object]:
+    """What config/gunicorn.conf.py sets when gunicorn loads it from ``cwd`` (where a
+    deployment's .env is) with the real environment ``env``."""
+    path = str(ROOT / "config" / "gunicorn.conf.py")
+    code = (
+        f"import json, runpy; c = runpy.run_path({path!r}); "
+        "print(json.dumps({k: c[k] for k in ('threads', 'workers', 'bind')}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env={"PATH": str(Path(sys.executable).parent), "HOME": "/tmp", **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    result: dict[str, object] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+def test_gunicorn_reads_the_server_settings_from_dotenv_and_the_environment_wins(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / ".env").write_text(
+        "BRIDGE_THREADS=48\nBRIDGE_WORKERS=3\nPORT=8123\n"
+        "REDIS_URL=redis://127.0.0.1:1/0\nDATABASE_URL=postgresql://u:p@127.0.0.1:1/db\n"
+    )
+    config = gunicorn_config(tmp_path, {**BASE, "BRIDGE_THREADS": "40"})
+    assert config == {"threads": 40, "workers": 3, "bind": "0.0.0.0:8123"}
+    (tmp_path / ".env").write_text("WEB_CONCURRENCY=2\nREDIS_URL=redis://127.0.0.1:1/0\n")
+    assert gunicorn_config(tmp_path, BASE)["workers"] == 2
+    assert gunicorn_config(tmp_path, {**BASE, "WEB_CONCURRENCY": "5"})["workers"] == 5

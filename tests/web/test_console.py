@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,11 +22,15 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from bridge.app import create_app
+from bridge.calls.events import CallStarted, EventHub
 from bridge.engines.registry import settings_from_env
+from bridge.engines.relay import RelayEngine
 from bridge.web import console
 from bridge.web.api import COOKIE
 from tests import a11y, chromium
 from tests.bridge_process import ACCOUNT_SID, AGENT_NUMBER, AUTH_TOKEN, OPENAI_KEY, ROOT
+from tests.call_events import wait_until
 from tests.call_helpers import (
     BRIDGE_NUMBER,
     CALLER_NUMBER,
@@ -60,7 +66,7 @@ def console_client(public_base_url: str = "http://127.0.0.1:8", token: str = TOK
         "ADMIN_TOKEN": token,
     }
     app = Flask(__name__)
-    app.extensions["bridge.settings.env"] = settings_from_env(env, env_file=None)
+    app.extensions["bridge.settings"] = settings_from_env(env, env_file=None)
     app.register_blueprint(console.bp)
     return app.test_client()
 
@@ -169,17 +175,76 @@ def test_language_names_need_the_cookie() -> None:
     assert names["es"] == "Spanish" and names["en"] == "English"
 
 
+def test_a_relay_call_says_in_its_caption_columns_why_they_stay_empty(tmp_path: Path) -> None:
+    """The relay gives no text. The page carries a note per caption column keyed by engine
+    name, and the script shows the notes whose key is the open call's ``engine`` from the API:
+    so the relay engine's own name must reach the API and key a note in both columns."""
+    env = {
+        "PUBLIC_BASE_URL": "http://127.0.0.1:8",
+        "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "AGENT_NUMBER": AGENT_NUMBER,
+        "ENGINE": "relay",
+        "ADMIN_TOKEN": TOKEN,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'calls.sqlite3'}",
+    }
+    app = create_app(settings_from_env(env, env_file=None))
+    try:
+        hub: EventHub = app.extensions["bridge.hub"]
+        at = datetime.now(UTC)
+        hub.publish(
+            CallStarted("CA1", CALLER_NUMBER, BRIDGE_NUMBER, "es", "en", RelayEngine.name, at)
+        )
+        client = app.test_client()
+        log_in(client)
+        # The live view takes the event on its own thread: wait for it, with a deadline.
+        assert wait_until(lambda: client.get("/api/calls/CA1").status_code == 200, 10)
+        detail = client.get("/api/calls/CA1")
+        assert detail.json is not None
+        engine = detail.json["engine"]
+        page = client.get("/console").get_data(as_text=True)
+    finally:
+        app.extensions["bridge.live"].close()
+        app.extensions["bridge.store"].close()
+    for direction in ("caller_to_agent", "agent_to_caller"):
+        column = page.split(f'id="title-{direction}"')[1].split("</section>")[0]
+        notes = re.findall(
+            r'<p class="no-captions" data-engine="([^"]+)" hidden>([^<]+)</p>', column
+        )
+        assert engine in dict(notes), (direction, engine, notes)
+        note = dict(notes)[engine]
+        assert "relay engine passes" in note and "untranslated" in note and "No captions" in note
+    script = (STATIC / "console" / "call.js").read_text()
+    assert "querySelectorAll('.no-captions')" in script and "dataset.engine" in script
+
+
 # -- end to end, in Chromium ----------------------------------------------------------------
 
 
-def test_a_machine_that_cannot_install_chromium_gets_a_clear_reason(
-    monkeypatch: pytest.MonkeyPatch,
+def test_without_chromium_the_reason_names_make_system_deps_and_nothing_is_installed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    # Root, with an apt-get on PATH that only records its calls: all a helper would need to
+    # install packages itself, which only `make system-deps` may do.
+    calls = tmp_path / "apt-get-calls"
+    fake = tmp_path / "apt-get"
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr("os.geteuid", lambda: 0)
     monkeypatch.setattr(chromium, "_chromium", lambda: None)
-    monkeypatch.setattr("os.geteuid", lambda: 1000)
     executable, reason = chromium.provision()
     assert executable is None
-    assert "chromium is not installed" in reason and "root" in reason
+    assert "chromium is not installed" in reason and "make system-deps" in reason
+    assert not calls.exists(), calls.read_text()
+
+
+def test_without_playwright_the_reason_names_the_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(chromium, "_chromium", lambda: "/usr/bin/chromium")
+    monkeypatch.setitem(sys.modules, "playwright.sync_api", None)  # import fails
+    executable, reason = chromium.provision()
+    assert executable is None
+    assert "Playwright is not importable" in reason and "make test" in reason
 
 
 @pytest.fixture(scope="module")
@@ -283,7 +348,6 @@ def open_by_keyboard(page: Page, sid: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)  # may first install chromium (apt-get) on a bare machine
 def test_console_follows_a_call_live(
     browser: Browser, console_stack: Stack, tmp_path: Path
 ) -> None:

@@ -39,6 +39,10 @@ function renderFacts(view) {
     byId(`langs-${direction}`).textContent = `(${languageName(from)} → ${languageName(to)})`;
   });
   byId('call-duration').textContent = formatDuration(callSeconds(call));
+  // An engine that gives no text (the relay) leaves the columns empty: say why, in both.
+  document.querySelectorAll('.no-captions').forEach((note) => {
+    note.hidden = note.dataset.engine !== call.engine;
+  });
 }
 
 function setDelay(direction, ms) {
