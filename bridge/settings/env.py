@@ -22,27 +22,24 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from bridge.settings import engine_choice as engines
+from bridge.settings import values as val
+from bridge.settings.call_languages import check_speakable, language_settings
 from bridge.settings.engine_choice import OPENAI_TRANSLATE_LANGUAGES as OPENAI_OUTPUT_LANGUAGES
 from bridge.settings.glossary import DEFAULT_GLOSSARY_FILE, GlossaryFileError, load_glossary
-from bridge.settings.languages import DEFAULT_LANGUAGES_FILE, LanguageFileError
-from bridge.settings.prompts import DEFAULT_PROMPTS_FILE, PromptBook, PromptFileError, load_prompts
+from bridge.settings.languages import DEFAULT_LANGUAGES_FILE
+from bridge.settings.prompts import DEFAULT_PROMPTS_FILE
+from bridge.settings.values import ConfigError
 
 __all__ = ["OPENAI_OUTPUT_LANGUAGES", "ConfigError", "Settings"]
 _T = TypeVar("_T")
 # Reads the selected engine's own settings: (ENGINE, environment) -> that engine's config.
 EngineConfigReader = Callable[[str, Mapping[str, str]], Any]
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-# Twilio can also dial SIP URIs and Twilio Client identities.
-_DIALABLE = re.compile(r"^(\+[1-9]\d{6,14}|sip:[^\s]+|client:[A-Za-z0-9_.-]+)$")
 _ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
 # Relative to the working directory; the store creates the folder on first start.
 DEFAULT_DATABASE_URL = "sqlite:///data/bridge.sqlite3"
 # A bearer token guessable in an afternoon is no protection for every caller's transcript.
 ADMIN_TOKEN_MIN_CHARS = 16
-
-
-class ConfigError(ValueError):
-    """A setting is missing or invalid; ``str()`` is one line fit for an operator."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,22 +160,26 @@ class TwilioAccess:
 
 def twilio_access(env: Mapping[str, str]) -> TwilioAccess:
     """The four Twilio settings, checked exactly as the bridge checks them at start-up."""
-    found = _Findings()
+    found = val.Findings()
     public = found.check(
-        lambda: _base_url(
+        lambda: val.base_url(
             "PUBLIC_BASE_URL",
-            _required(env, "PUBLIC_BASE_URL", "the https origin Twilio reaches, e.g. https://x.io"),
+            val.required(
+                env, "PUBLIC_BASE_URL", "the https origin Twilio reaches, e.g. https://x.io"
+            ),
             origin_only=True,
         )
     )
     sid = found.check(lambda: _account_sid(env))
     token = found.check(
-        lambda: _required(env, "TWILIO_AUTH_TOKEN", "the auth token that signs Twilio's requests")
+        lambda: val.required(
+            env, "TWILIO_AUTH_TOKEN", "the auth token that signs Twilio's requests"
+        )
     )
     api = found.check(
-        lambda: _base_url(
+        lambda: val.base_url(
             "TWILIO_API_BASE_URL",
-            _get(env, "TWILIO_API_BASE_URL") or "https://api.twilio.com",
+            val.get(env, "TWILIO_API_BASE_URL") or "https://api.twilio.com",
             origin_only=True,
         )
     )
@@ -187,105 +188,15 @@ def twilio_access(env: Mapping[str, str]) -> TwilioAccess:
     return TwilioAccess(public, sid, token, api)
 
 
-class _Findings:
-    """Every problem found in the settings, so one start-up names them all: a first run with
-    nothing set lists every missing variable at once, not one per attempt."""
-
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-
-    def check(self, read: Callable[[], _T]) -> _T | None:
-        """What ``read()`` returns, or None with its problem noted."""
-        try:
-            return read()
-        except ConfigError as exc:
-            self.problems.append(str(exc))
-            return None
-
-    def error(self) -> ConfigError:
-        """One line: each problem, as its own check words it, joined by semicolons."""
-        return ConfigError("; ".join(self.problems))
-
-
 def _account_sid(env: Mapping[str, str]) -> str:
-    sid = _required(env, "TWILIO_ACCOUNT_SID", "your Twilio account SID, AC...")
+    sid = val.required(env, "TWILIO_ACCOUNT_SID", "your Twilio account SID, AC...")
     if not _ACCOUNT_SID.match(sid):
         raise ConfigError("TWILIO_ACCOUNT_SID: must be AC followed by 32 hex digits")
     return sid
 
 
-def _get(env: Mapping[str, str], name: str) -> str | None:
-    value = env.get(name, "").strip()
-    return value or None
-
-
-def _required(env: Mapping[str, str], name: str, hint: str) -> str:
-    value = _get(env, name)
-    if value is None:
-        raise ConfigError(f"{name}: required but not set ({hint})")
-    return value
-
-
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = _get(env, name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}: {raw!r} is not a whole number") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name}: {value} is outside {low}..{high}")
-    return value
-
-
-def _base_url(name: str, raw: str, *, origin_only: bool) -> str:
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"{name}: {raw!r} is not an http(s) URL")
-    if parts.query or parts.fragment or (origin_only and parts.path not in ("", "/")):
-        raise ConfigError(f"{name}: {raw!r} must be an origin like https://host[:port], no path")
-    return raw.rstrip("/")
-
-
-def _db(env: Mapping[str, str], name: str, default: float | None, low: float) -> float | None:
-    """A level in dB (``-14``, ``-14.5``) or ``off``; 0 or below, at least ``low``."""
-    raw = _get(env, name)
-    if raw is None:
-        return default
-    if raw.lower() == "off":
-        return None
-    try:
-        value = float(raw.removesuffix("dB").removesuffix("db").strip())
-    except ValueError:
-        raise ConfigError(f"{name}: {raw!r} is not a level in dB (e.g. -14) or off") from None
-    if not low <= value <= 0:
-        raise ConfigError(f"{name}: {value:g} dB is outside {low:g}..0 dB")
-    return value
-
-
-def _seconds(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    raw = _get(env, name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}: {raw!r} is not a number of seconds") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name}: {value:g} is outside {low:g}..{high:g}")
-    return value
-
-
-def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
-    value = (_get(env, name) or choices[0]).lower()
-    if value not in choices:
-        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(choices)}")
-    return value
-
-
 def _allowed_callers(env: Mapping[str, str]) -> frozenset[str]:
-    numbers = {n.strip() for n in (_get(env, "ALLOWED_CALLERS") or "").split(",")} - {""}
+    numbers = {n.strip() for n in (val.get(env, "ALLOWED_CALLERS") or "").split(",")} - {""}
     for number in numbers:
         if not _E164.match(number):
             raise ConfigError(f"ALLOWED_CALLERS: {number!r} is not an E.164 number")
@@ -293,28 +204,28 @@ def _allowed_callers(env: Mapping[str, str]) -> frozenset[str]:
 
 
 def _agent_number(env: Mapping[str, str]) -> str:
-    agent = _required(env, "AGENT_NUMBER", "the E.164 number of the agent to dial, e.g. +1...")
-    if not _DIALABLE.match(agent):
+    agent = val.required(env, "AGENT_NUMBER", "the E.164 number of the agent to dial, e.g. +1...")
+    if not val.DIALABLE.match(agent):
         raise ConfigError(f"AGENT_NUMBER: {agent!r} is not an E.164 number (+15551234567)")
     return agent
 
 
 def _caller_id(env: Mapping[str, str]) -> str | None:
-    caller_id = _get(env, "AGENT_CALLER_ID")
+    caller_id = val.get(env, "AGENT_CALLER_ID")
     if caller_id is not None and not _E164.match(caller_id):
         raise ConfigError(f"AGENT_CALLER_ID: {caller_id!r} is not an E.164 number")
     return caller_id
 
 
 def _engine(env: Mapping[str, str]) -> str:
-    engine = (_get(env, "ENGINE") or "openai").lower()
+    engine = (val.get(env, "ENGINE") or "openai").lower()
     if engine not in engines.ENGINES:
         raise ConfigError(f"ENGINE: {engine!r} is not one of {', '.join(engines.ENGINES)}")
     return engine
 
 
 def _log_level(env: Mapping[str, str]) -> str:
-    level = (_get(env, "LOG_LEVEL") or "INFO").upper()
+    level = (val.get(env, "LOG_LEVEL") or "INFO").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL: {level!r} is not DEBUG, INFO, WARNING or ERROR")
     return level
@@ -322,12 +233,12 @@ def _log_level(env: Mapping[str, str]) -> str:
 
 def _workers(env: Mapping[str, str]) -> int:
     """BRIDGE_WORKERS, else WEB_CONCURRENCY (what platforms set), else 1."""
-    name = "BRIDGE_WORKERS" if _get(env, "BRIDGE_WORKERS") else "WEB_CONCURRENCY"
-    return _int(env, name, 1, 1, 64)
+    name = "BRIDGE_WORKERS" if val.get(env, "BRIDGE_WORKERS") else "WEB_CONCURRENCY"
+    return val.whole_number(env, name, 1, 1, 64)
 
 
 def _parse(env: Mapping[str, str], engine_config: EngineConfigReader | None) -> Settings:
-    found = _Findings()
+    found = val.Findings()
     access = found.check(lambda: twilio_access(env))
     # Each setting is checked even when an earlier one failed; the first one missing or bad
     # stops nothing until all are known. Settings that depend on the engine wait for it.
@@ -339,31 +250,33 @@ def _parse(env: Mapping[str, str], engine_config: EngineConfigReader | None) -> 
     engine = found.check(lambda: _engine(env))
     if engine is not None:
         values |= _engine_settings(env, engine, found, engine_config)
-    transcription = _get(env, "TRANSCRIPTION_MODEL") or "gpt-realtime-whisper"
+    transcription = val.get(env, "TRANSCRIPTION_MODEL") or "gpt-realtime-whisper"
     reads = {
-        "openai_api_key": lambda: _get(env, "OPENAI_API_KEY"),
+        "openai_api_key": lambda: val.get(env, "OPENAI_API_KEY"),
         "openai_base_url": lambda: _openai_base_url(env),
-        "port": lambda: _int(env, "PORT", 8000, 1, 65535),
-        "translation_model": lambda: _get(env, "TRANSLATION_MODEL") or "gpt-realtime-translate",
+        "port": lambda: val.whole_number(env, "PORT", 8000, 1, 65535),
+        "translation_model": lambda: val.get(env, "TRANSLATION_MODEL") or "gpt-realtime-translate",
         "transcription_model": lambda: None if transcription.lower() == "off" else transcription,
-        "agent_dial_timeout_s": lambda: _int(env, "AGENT_DIAL_TIMEOUT", 30, 5, 600),
+        "agent_dial_timeout_s": lambda: val.whole_number(env, "AGENT_DIAL_TIMEOUT", 30, 5, 600),
         "log_level": lambda: _log_level(env),
-        "log_format": lambda: _choice(env, "LOG_FORMAT", ("text", "json")),
-        "session_max_s": lambda: _int(env, "SESSION_MAX_SECONDS", 3300, 3, 86_400),
-        "max_concurrent_calls": lambda: _int(env, "MAX_CONCURRENT_CALLS", 50, 1, 10_000),
-        "max_call_s": lambda: _int(env, "MAX_CALL_SECONDS", 14_400, 5, 86_400),
+        "log_format": lambda: val.choice(env, "LOG_FORMAT", ("text", "json")),
+        "session_max_s": lambda: val.whole_number(env, "SESSION_MAX_SECONDS", 3300, 3, 86_400),
+        "max_concurrent_calls": lambda: val.whole_number(
+            env, "MAX_CONCURRENT_CALLS", 50, 1, 10_000
+        ),
+        "max_call_s": lambda: val.whole_number(env, "MAX_CALL_SECONDS", 14_400, 5, 86_400),
         "allowed_callers": lambda: _allowed_callers(env),
-        "shutdown_grace_s": lambda: _int(env, "SHUTDOWN_GRACE_SECONDS", 120, 0, 3600),
-        "duck_db": lambda: _db(env, "DUCK_DB", -12.0, -60) or 0.0,
-        "backlog_max_s": lambda: _seconds(env, "BACKLOG_MAX_SECONDS", 3.0, 0.5, 60.0),
-        "backlog_policy": lambda: _choice(env, "BACKLOG_POLICY", ("drop-oldest", "clear")),
-        "agent_machine_detection": lambda: _switch(env, "AGENT_MACHINE_DETECTION", default=True),
+        "shutdown_grace_s": lambda: val.whole_number(env, "SHUTDOWN_GRACE_SECONDS", 120, 0, 3600),
+        "duck_db": lambda: val.decibels(env, "DUCK_DB", -12.0, -60) or 0.0,
+        "backlog_max_s": lambda: val.seconds(env, "BACKLOG_MAX_SECONDS", 3.0, 0.5, 60.0),
+        "backlog_policy": lambda: val.choice(env, "BACKLOG_POLICY", ("drop-oldest", "clear")),
+        "agent_machine_detection": lambda: val.switch(env, "AGENT_MACHINE_DETECTION", default=True),
         "glossary_file": lambda: _glossary_file(env),
         "database_url": lambda: _database_url(env),
         "admin_token": lambda: _admin_token(env),
         "redis_url": lambda: _redis_url(env),
         # A call holds two request threads for its whole length, plus a few for webhooks.
-        "threads": lambda: _int(env, "BRIDGE_THREADS", 256, 4, 10_000),
+        "threads": lambda: val.whole_number(env, "BRIDGE_THREADS", 256, 4, 10_000),
         "workers": lambda: _workers(env),
     }
     values |= {name: found.check(read) for name, read in reads.items()}
@@ -380,12 +293,15 @@ def _parse(env: Mapping[str, str], engine_config: EngineConfigReader | None) -> 
 
 
 def _openai_base_url(env: Mapping[str, str]) -> str | None:
-    raw = _get(env, "OPENAI_BASE_URL")
-    return None if raw is None else _base_url("OPENAI_BASE_URL", raw, origin_only=False)
+    raw = val.get(env, "OPENAI_BASE_URL")
+    return None if raw is None else val.base_url("OPENAI_BASE_URL", raw, origin_only=False)
 
 
 def _engine_settings(
-    env: Mapping[str, str], engine: str, found: _Findings, engine_config: EngineConfigReader | None
+    env: Mapping[str, str],
+    engine: str,
+    found: val.Findings,
+    engine_config: EngineConfigReader | None,
 ) -> dict[str, Any]:
     """What depends on the engine: its own settings, the languages it must speak, and the
     listening defaults (the relay has no translation to mix its passthrough under)."""
@@ -395,20 +311,20 @@ def _engine_settings(
             lambda: None if engine_config is None else engine_config(engine, env)
         ),
         "passthrough_db": found.check(
-            lambda: _db(env, "PASSTHROUGH_DB", -14.0 if translates else None, -60)
+            lambda: val.decibels(env, "PASSTHROUGH_DB", -14.0 if translates else None, -60)
         ),
         "echo_guard_db": found.check(
-            lambda: _db(env, "ECHO_GUARD_DB", -30.0 if translates else None, -120)
+            lambda: val.decibels(env, "ECHO_GUARD_DB", -30.0 if translates else None, -120)
         ),
     }
-    caller = (_get(env, "CALLER_LANGUAGE") or "es").lower()
-    agent = (_get(env, "AGENT_LANGUAGE") or "en").lower()
+    caller = (val.get(env, "CALLER_LANGUAGE") or "es").lower()
+    agent = (val.get(env, "AGENT_LANGUAGE") or "en").lower()
     known = len(found.problems)
     for name, code in (("CALLER_LANGUAGE", caller), ("AGENT_LANGUAGE", agent)):
-        found.check(partial(_check_speakable, name, code, engine))
+        found.check(partial(check_speakable, name, code, engine))
     if len(found.problems) > known:
         return values  # the language files would only repeat it
-    langs = found.check(lambda: _language_settings(env, engine, caller, agent))
+    langs = found.check(lambda: language_settings(env, engine, caller, agent))
     if langs is not None:
         values |= {
             "caller_language": caller,
@@ -430,7 +346,7 @@ def _database_url(env: Mapping[str, str]) -> str:
     ``postgres://`` and ``postgresql://`` (what hosting providers hand out) mean the psycopg 3
     driver this project installs, not SQLAlchemy's default psycopg2.
     """
-    raw = _get(env, "DATABASE_URL") or DEFAULT_DATABASE_URL
+    raw = val.get(env, "DATABASE_URL") or DEFAULT_DATABASE_URL
     if raw.startswith("postgres://"):
         raw = "postgresql://" + raw.removeprefix("postgres://")
     try:
@@ -453,7 +369,7 @@ def _database_url(env: Mapping[str, str]) -> str:
 
 
 def _redis_url(env: Mapping[str, str]) -> str | None:
-    raw = _get(env, "REDIS_URL")
+    raw = val.get(env, "REDIS_URL")
     if raw is None:
         return None
     if urlsplit(raw).scheme not in ("redis", "rediss", "unix"):
@@ -463,7 +379,7 @@ def _redis_url(env: Mapping[str, str]) -> str | None:
 
 
 def _admin_token(env: Mapping[str, str]) -> str | None:
-    token = _get(env, "ADMIN_TOKEN")
+    token = val.get(env, "ADMIN_TOKEN")
     if token is not None and len(token) < ADMIN_TOKEN_MIN_CHARS:
         raise ConfigError(
             f"ADMIN_TOKEN: too short (at least {ADMIN_TOKEN_MIN_CHARS} characters; "
@@ -475,123 +391,11 @@ def _admin_token(env: Mapping[str, str]) -> str | None:
 # -- languages and prompts -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _LanguageSettings:
-    caller_languages: tuple[str, ...]
-    agent_languages: tuple[tuple[str, str], ...]
-    languages_file: Path
-    prompts_file: Path
-
-
-def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
-    raw = _get(env, name)
-    return default if raw is None else Path(raw).expanduser().resolve()
-
-
 def _glossary_file(env: Mapping[str, str]) -> Path:
     """GLOSSARY_FILE, parsed now so a bad glossary stops start-up, not the first call."""
-    path = _path(env, "GLOSSARY_FILE", DEFAULT_GLOSSARY_FILE)
+    path = val.path(env, "GLOSSARY_FILE", DEFAULT_GLOSSARY_FILE)
     try:
         load_glossary(path)
     except GlossaryFileError as exc:
         raise ConfigError(f"GLOSSARY_FILE: {exc}") from None
     return path
-
-
-def _switch(env: Mapping[str, str], name: str, *, default: bool) -> bool:
-    raw = _get(env, name)
-    if raw is None:
-        return default
-    if raw.lower() in ("on", "true", "yes", "1"):
-        return True
-    if raw.lower() in ("off", "false", "no", "0"):
-        return False
-    raise ConfigError(f"{name}: {raw!r} is not on or off")
-
-
-def _check_speakable(name: str, code: str, engine: str) -> None:
-    """``code`` is a language the selected engine can speak to a listener."""
-    allowed = engines.choice(engine).output_languages
-    if allowed is not None and code not in allowed:
-        raise ConfigError(
-            f"{name}: {code!r} is not a language ENGINE={engine} can speak "
-            f"({' '.join(sorted(allowed))})"
-        )
-
-
-def _check_language(name: str, code: str, engine: str, book: PromptBook) -> None:
-    """A language the bridge will speak: in the table, speakable, with every prompt."""
-    table = book.languages
-    if code not in table:
-        known = " ".join(table.codes)
-        raise ConfigError(f"{name}: {code!r} is not a language of {table.path} ({known})")
-    _check_speakable(name, code, engine)
-    missing = book.missing(code)
-    if missing:
-        raise ConfigError(f"{name}: {code!r} has no {', '.join(missing)} in {book.path}")
-
-
-def _caller_languages(
-    env: Mapping[str, str], engine: str, book: PromptBook, default: str
-) -> tuple[str, ...]:
-    raw = _get(env, "CALLER_LANGUAGES")
-    if raw is None:
-        return (default,)
-    codes = [c.strip().lower() for c in raw.split(",") if c.strip()]
-    if not codes:
-        raise ConfigError("CALLER_LANGUAGES: lists no language")
-    by_digit: dict[str, str] = {}
-    for code in codes:
-        _check_language("CALLER_LANGUAGES", code, engine, book)
-        if codes.count(code) > 1:
-            raise ConfigError(f"CALLER_LANGUAGES: {code!r} is listed twice")
-        digit = book.languages[code].digit
-        if digit in by_digit:
-            # One key must pick one language; the digits live in the table, so say where.
-            raise ConfigError(
-                f"CALLER_LANGUAGES: {by_digit[digit]} and {code} both use key {digit} in "
-                f"{book.languages.path}; offer one of them or give one another digit there"
-            )
-        by_digit[digit] = code
-    return tuple(codes)
-
-
-def _agent_languages(
-    env: Mapping[str, str], engine: str, book: PromptBook
-) -> tuple[tuple[str, str], ...]:
-    raw = _get(env, "AGENT_LANGUAGES")
-    pairs: dict[str, str] = {}
-    for item in (raw or "").split(","):
-        if not item.strip():
-            continue
-        # rpartition: a sip: address may itself contain '=' (sip:a@b;transport=tls=de).
-        number, sep, code = item.strip().rpartition("=")
-        number, code = number.strip(), code.strip().lower()
-        if not sep or not _DIALABLE.match(number):
-            raise ConfigError(f"AGENT_LANGUAGES: {item.strip()!r} is not number=language")
-        if number in pairs:
-            raise ConfigError(f"AGENT_LANGUAGES: {number} is listed twice")
-        _check_language("AGENT_LANGUAGES", code, engine, book)
-        pairs[number] = code
-    return tuple(pairs.items())
-
-
-def _language_settings(
-    env: Mapping[str, str], engine: str, caller_language: str, agent_language: str
-) -> _LanguageSettings:
-    languages_file = _path(env, "LANGUAGES_FILE", DEFAULT_LANGUAGES_FILE)
-    prompts_file = _path(env, "PROMPTS_FILE", DEFAULT_PROMPTS_FILE)
-    try:
-        book = load_prompts(prompts_file, languages_file)
-    except LanguageFileError as exc:
-        raise ConfigError(f"LANGUAGES_FILE: {exc}") from None
-    except PromptFileError as exc:
-        raise ConfigError(f"PROMPTS_FILE: {exc}") from None
-    _check_language("CALLER_LANGUAGE", caller_language, engine, book)
-    _check_language("AGENT_LANGUAGE", agent_language, engine, book)
-    return _LanguageSettings(
-        caller_languages=_caller_languages(env, engine, book, caller_language),
-        agent_languages=_agent_languages(env, engine, book),
-        languages_file=languages_file,
-        prompts_file=prompts_file,
-    )
