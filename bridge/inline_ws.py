@@ -41,6 +41,7 @@ from collections.abc import Callable
 from typing import Any
 
 from simple_websocket import ConnectionClosed
+from wsproto.events import TextMessage
 from wsproto.utilities import LocalProtocolError
 
 # The kernel keeps about twice this (its own bookkeeping): ~50 KB, 3 s of 20 ms media frames.
@@ -135,7 +136,21 @@ class StreamSocket:
         if the connection broke.
         """
         with self._lock:
-            self._ws.send(text)  # wsproto frames it; the bytes land in _queue (the intake)
+            ws = self._ws
+            if not ws.connected:  # as simple-websocket's send; also once we closed
+                raise ConnectionClosed(ws.close_reason, ws.close_message)
+            data = ws.ws.send(TextMessage(data=text))
+            if not self._out:
+                # The usual case, kept short (50 frames a second per leg): straight to the
+                # kernel, the buffer only for what it did not take.
+                try:
+                    sent = self._sock.send(data)
+                except BlockingIOError:
+                    sent = 0
+                if sent == len(data):
+                    return
+                data = data[sent:]
+            self._out += data
             self._flush_locked()
 
     def flush(self) -> bool:
