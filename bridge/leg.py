@@ -310,7 +310,10 @@ class CallLeg:
         except Exception as exc:  # noqa: BLE001 - thread boundary: a dead socket ends the leg
             self._log.info("media socket write ended: %s", type(exc).__name__)
         finally:
-            ws.close(reason=self._close_code)  # never blocks, never raises
+            try:
+                ws.close(reason=self._close_code)  # never blocks
+            except Exception:  # noqa: BLE001 - thread boundary; StreamSocket's close never raises
+                self._log.debug("closing media socket raised", exc_info=True)
 
     def _next_out(self, ws: MediaSocket) -> list[Outbound] | None:
         """Wait for what is due: frames, marks, clears; [] when only the socket's own backlog
