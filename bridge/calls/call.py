@@ -34,6 +34,8 @@ EndReason = Literal[
     "engine_failed",
     "engine_out_of_credit",
     "stream_rejected",
+    # The party's Media Stream stopped taking our audio (bridge/inline_ws.py's WRITE_STALL_S).
+    "stream_stalled",
     "time_limit",
     "shutdown",
     # Several instances (REDIS_URL): the instance holding the other leg went away.

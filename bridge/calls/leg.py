@@ -2,9 +2,11 @@
 
 Concurrency: the Media Stream's request thread only *reads* the socket. A per-leg writer
 thread is the socket's single writer: it drains the leg's :class:`Playout` (frames, marks,
-clears) and is the one that closes the socket. Audio for the leg arrives from other threads
-(the engine's readers, the other party's stream); the leg owns the 24 → 8 kHz resampler of its
-outbound stream and guards it with its own lock.
+clears), writes the replies the reader queued (pongs), and is the one that closes the socket.
+Its writes never block (bridge/telephony/stream_socket.py): what the socket cannot take yet is retried every
+``BACKLOG_RETRY_S``, and a peer that stops reading ends the leg (``write_stalled``). Audio for
+the leg arrives from other threads (the engine's readers, the other party's stream); the leg
+owns the 24 → 8 kHz resampler of its outbound stream and guards it with its own lock.
 """
 
 from __future__ import annotations
@@ -20,15 +22,19 @@ import numpy as np
 
 from bridge.audio.mixer import db_to_gain, echo_likeness, scale
 from bridge.audio.pcm import ENGINE_RATE_HZ, TWILIO_RATE_HZ, Pcm16, Samples, pcm16_to_ulaw
-from bridge.audio.playout import ClearOut, Frame, Playout
+from bridge.audio.playout import ClearOut, Frame, Outbound, Playout
 from bridge.audio.resample import RATE_16K_HZ, Downsampler16kTo8k, Downsampler24kTo8k
 from bridge.ops.logs import call_logger
 from bridge.ops.metrics import Metrics
 from bridge.settings.env import Settings
 from bridge.telephony.media_wire import clear_message, mark_message, media_messages
+from bridge.telephony.stream_socket import WriteStalled
 
 Role = Literal["caller", "agent"]
 JOIN_TIMEOUT_S = 2.0
+# A socket that took only part of what we wrote is tried again this often (one 20 ms frame):
+# waiting on the socket itself would take a thread; it only happens while Twilio lags.
+BACKLOG_RETRY_S = 0.02
 # With the passthrough on, frames carry live audio, so Twilio's buffer is kept shallow; 100 ms
 # absorbs network jitter towards Twilio. Without it, a second of translation may be queued.
 LEAD_WITH_PASSTHROUGH_S = 0.1
@@ -41,9 +47,21 @@ ECHO_LIKENESS = 0.5
 
 
 class MediaSocket(Protocol):
-    """What the leg needs of a WebSocket (flask-sock's ``simple_websocket.Server``)."""
+    """What the leg needs of its Media Stream socket (``bridge.inline_ws.StreamSocket``).
+
+    Nothing here blocks: ``send`` writes what the socket takes and keeps the rest, ``flush``
+    retries it (True once nothing waits); both raise ``WriteStalled`` when the peer stopped
+    reading. ``hand_over`` makes the leg's writer the owner, woken for the reader's replies.
+    """
+
+    @property
+    def backlogged(self) -> bool: ...
+
+    def hand_over(self, wake: Callable[[], None]) -> None: ...
 
     def send(self, data: str) -> None: ...
+
+    def flush(self) -> bool: ...
 
     def close(self, reason: int | None = None, message: str | None = None) -> None: ...
 
@@ -118,6 +136,9 @@ class CallLeg:
         self._writer: threading.Thread | None = None
         self._closing = False
         self._close_code: int | None = None
+        self._flush_due = False  # the reader queued a reply, or a backlog is to be retried
+        # The peer stopped taking our frames (WRITE_STALL_S): the leg ended for that.
+        self.write_stalled = False
         # When the writer, asleep on ``_cond``, will wake by itself (-inf while it is awake).
         self._wake_at = -math.inf
         self.marks_heard = 0
@@ -136,6 +157,7 @@ class CallLeg:
                 return False
             self._ws = ws
             self._stream_sid = stream_sid
+            ws.hand_over(self._wake_writer)
             self._writer = threading.Thread(
                 target=self._run_writer, name=f"leg-writer:{self._tag}", daemon=True
             )
@@ -254,6 +276,12 @@ class CallLeg:
         if writer is not threading.current_thread():
             writer.join(JOIN_TIMEOUT_S)
 
+    def _wake_writer(self) -> None:
+        """The reader queued a reply (a pong) on the socket: the writer writes it."""
+        with self._cond:
+            self._flush_due = True
+            self._cond.notify()
+
     def _observe(self, edge: str, seconds: float) -> None:
         self._metrics.audio_to_twilio.labels(edge).observe(seconds)
 
@@ -263,18 +291,9 @@ class CallLeg:
         frames = self._metrics.frames_sent.labels(self.role)
         media_message = media_messages(stream_sid)
         try:
-            while True:
-                with self._cond:
-                    while not self._closing:
-                        now = self._clock()
-                        out, wait = self._playout.due(now)
-                        if out:
-                            break
-                        self._wake_at = math.inf if wait is None else now + wait
-                        self._cond.wait(wait)
-                        self._wake_at = -math.inf
-                    if self._closing:
-                        return
+            while (out := self._next_out(ws)) is not None:
+                if not out:
+                    ws.flush()
                 for item in out:
                     if isinstance(item, Frame):
                         ulaw = pcm16_to_ulaw(Pcm16(item.pcm, TWILIO_RATE_HZ))
@@ -284,10 +303,33 @@ class CallLeg:
                         ws.send(clear_message(stream_sid))
                     else:
                         ws.send(mark_message(stream_sid, item.name))
+        except WriteStalled as exc:
+            self.write_stalled = True
+            self._metrics.media_write_stalls.labels(self.role).inc()
+            self._log.warning("media socket stopped draining (%s): ending the leg", exc)
         except Exception as exc:  # noqa: BLE001 - thread boundary: a dead socket ends the leg
             self._log.info("media socket write ended: %s", type(exc).__name__)
         finally:
             try:
-                ws.close(reason=self._close_code)
-            except Exception:  # noqa: BLE001 - already closed by the peer
+                ws.close(reason=self._close_code)  # never blocks
+            except Exception:  # noqa: BLE001 - thread boundary; StreamSocket's close never raises
                 self._log.debug("closing media socket raised", exc_info=True)
+
+    def _next_out(self, ws: MediaSocket) -> list[Outbound] | None:
+        """Wait for what is due: frames, marks, clears; [] when only the socket's own backlog
+        or the reader's replies are to be written; None once closing."""
+        with self._cond:
+            while not self._closing:
+                now = self._clock()
+                out, wait = self._playout.due(now)
+                if out or self._flush_due:
+                    self._flush_due = False
+                    return out
+                if ws.backlogged:
+                    # Retried after this wait even if nothing else is due by then.
+                    self._flush_due = True
+                    wait = BACKLOG_RETRY_S if wait is None else min(wait, BACKLOG_RETRY_S)
+                self._wake_at = math.inf if wait is None else now + wait
+                self._cond.wait(wait)
+                self._wake_at = -math.inf
+            return None

@@ -63,6 +63,12 @@ class Metrics:
         self.frames_sent = Counter(
             "bridge_frames_sent", "20 ms frames written to Twilio", ["leg"], registry=r
         )
+        self.media_write_stalls = Counter(
+            "bridge_media_write_stalls",
+            "Media Stream legs ended because Twilio stopped taking what we wrote",
+            ["leg"],
+            registry=r,
+        )
         self.audio_dropped_seconds = Counter(
             "bridge_audio_dropped_seconds",
             "Audio dropped because a bounded buffer was full",

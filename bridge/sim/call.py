@@ -43,7 +43,8 @@ class DialBehaviour:
 
     Once answered it speaks ``audio`` (8 kHz μ-law, then line silence), optionally hears itself
     back (``echo_gain`` of what it hears, ``echo_delay_s`` late; or any ``inbound_filter``) and
-    hangs up after ``hangup_after_s`` if set. Each ``<Gather>`` gets the next of
+    hangs up after ``hangup_after_s`` if set; with ``stop_reading_after_s`` its stream stops
+    reading the socket then (a wedged peer) while still sending. Each ``<Gather>`` gets the next of
     ``gather_answers`` (None, or none left: silence). With machine detection on, Twilio takes
     ``amd_delay_s`` to decide the party is ``answered_by`` (human, machine_start, fax, …).
     """
@@ -54,6 +55,7 @@ class DialBehaviour:
     echo_gain: float = 0.0
     echo_delay_s: float = 0.0
     hangup_after_s: float | None = None
+    stop_reading_after_s: float | None = None
     inbound_filter: InboundFilter | None = None  # overrides echo_gain when set
     gather_answers: tuple[GatherAnswer | None, ...] = ()
     answered_by: str = "human"
@@ -490,6 +492,7 @@ class SimCall:
             inbound_filter=behaviour.inbound_filter
             or (echo_mixer(behaviour.echo_gain) if behaviour.echo_gain else None),
             echo_delay_s=behaviour.echo_delay_s,
+            stop_reading_after_s=behaviour.stop_reading_after_s,
             label=self.label,
         )
         if client.dropped_query:

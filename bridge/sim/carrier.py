@@ -159,6 +159,7 @@ class TwilioSim:
         echo_gain: float = 0.0,
         inbound_filter: InboundFilter | None = None,
         hangup_after_s: float | None = None,
+        stop_reading_after_s: float | None = None,
         status_callback: str | None = None,
         status_callback_events: frozenset[str] = frozenset(),
         gather_answers: tuple[GatherAnswer | None, ...] = (),
@@ -166,6 +167,7 @@ class TwilioSim:
         """A caller dials the bridge's number: voice webhook, then run the TwiML answer.
 
         ``gather_answers``: the caller's answer to each ``<Gather>`` in turn (None: silence).
+        ``stop_reading_after_s``: the caller's stream stops reading the bridge's frames then.
         """
         sid = new_sid("CA")
         params = self._call_params(sid, "inbound", from_, to, "ringing")
@@ -185,6 +187,7 @@ class TwilioSim:
             echo_gain=echo_gain,
             inbound_filter=inbound_filter,
             hangup_after_s=hangup_after_s,
+            stop_reading_after_s=stop_reading_after_s,
             gather_answers=gather_answers,
         )
         call = SimCall(

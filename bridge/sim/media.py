@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -43,6 +44,9 @@ FRAME_S = 0.020
 MAX_BUFFERED_S = 600.0
 _POLL_S = 0.1
 _JOIN_TIMEOUT_S = 5.0
+# A stream that stops reading keeps its receive buffer this small, so the bridge's side fills
+# within a few seconds of media instead of the megabytes loopback allows.
+_WEDGED_RCVBUF_BYTES = 4096
 _ALLOWED_KEYS = {
     "media": {"event", "streamSid", "media"},
     "mark": {"event", "streamSid", "mark"},
@@ -103,6 +107,7 @@ class MediaStreamClient:
         audio: bytes = b"",
         inbound_filter: InboundFilter | None = None,
         echo_delay_s: float = 0.0,
+        stop_reading_after_s: float | None = None,
         label: str = "",
     ) -> None:
         parts = urlsplit(url)
@@ -118,6 +123,8 @@ class MediaStreamClient:
         self.audio = audio
         self.inbound_filter = inbound_filter
         self.echo_delay_s = echo_delay_s
+        # A wedged peer: from this long after the start, nothing more is read (sending goes on).
+        self.stop_reading_after_s = stop_reading_after_s
         self.label = label
         self.stream_sid = new_sid("MZ")
         self.started_at: float | None = None
@@ -138,6 +145,7 @@ class MediaStreamClient:
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
         self._stop_reason: str | None = None
+        self._writer_done = False
         self._threads: list[threading.Thread] = []
 
     # -- public control ----------------------------------------------------------------------
@@ -145,8 +153,10 @@ class MediaStreamClient:
         """Connect (signed) and start streaming; False (with ``handshake_error``) if refused."""
         headers = {"X-Twilio-Signature": sign(self.auth_token, self.url, {})}
         try:
+            wedged = self.stop_reading_after_s is not None
             self._ws = connect(
                 self.connect_url,
+                sock=self._wedged_socket(timeout) if wedged else None,
                 additional_headers=headers,
                 open_timeout=timeout,
                 close_timeout=2,
@@ -169,6 +179,21 @@ class MediaStreamClient:
             self._threads.append(thread)
             thread.start()
         return True
+
+    def _wedged_socket(self, timeout: float) -> socket.socket:
+        """A connected socket with a small receive buffer (set before connecting: the window
+        is agreed in the handshake)."""
+        parts = urlsplit(self.connect_url)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _WEDGED_RCVBUF_BYTES)
+        sock.settimeout(timeout)
+        try:
+            sock.connect((parts.hostname or "127.0.0.1", parts.port or 80))
+        except OSError:
+            sock.close()
+            raise
+        sock.settimeout(None)
+        return sock
 
     def stop(self, reason: str) -> None:
         """Twilio ends the stream: send ``stop`` and close the socket. Idempotent."""
@@ -304,12 +329,30 @@ class MediaStreamClient:
         except Exception:  # thread boundary: record, never kill the test run
             logger.exception("media stream writer %s failed", self.label)
             self.violations.append("internal: writer failed")
+        finally:
+            with self._wakeup:
+                self._writer_done = True
+                self._wakeup.notify_all()
 
     # -- reader ------------------------------------------------------------------------------
+    def _stop_reading(self) -> None:
+        """A wedged peer takes nothing more off the socket (websockets' own reader stops too,
+        once its queue is full) until the stream ends from the sending side."""
+        with self._wakeup:
+            while self._stop_reason is None and not self._writer_done:
+                self._wakeup.wait(_POLL_S)
+
     def _read_loop(self) -> None:
         assert self._ws is not None
         try:
             while True:
+                if (
+                    self.stop_reading_after_s is not None
+                    and self.started_at is not None
+                    and time.monotonic() - self.started_at >= self.stop_reading_after_s
+                ):
+                    self._stop_reading()
+                    self.stop_reading_after_s = None  # then read what is left, and the end
                 try:
                     message = self._ws.recv(timeout=_POLL_S)
                 except TimeoutError:

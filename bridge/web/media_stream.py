@@ -1,8 +1,10 @@
 """The Media Stream WebSocket handler: one instance per Twilio stream (one leg of a call).
 
-Runs in the gunicorn request thread that owns the socket, and only *reads* it. Once the
-`start` binds the stream to a leg, that leg's writer thread is the socket's only writer and
-closer. Malformed input is counted and logged once per socket, never per frame.
+Runs in the gunicorn request thread and only *reads* the socket: everything written (pongs and
+close replies too) goes through its one write path, which never blocks (bridge/inline_ws.py).
+Until the `start` binds the stream to a leg this thread owns that path; then the leg's writer
+thread does, and is the socket's closer. Malformed input is counted and logged once per socket,
+never per frame.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from bridge.telephony.media_wire import (
     Unknown,
     parse_message,
 )
-from bridge.telephony.stream_socket import finish, receive
+from bridge.telephony.stream_socket import StreamSocket, finish, receive
 
 log = logging.getLogger(__name__)
 # Twilio sends `connected` and `start` at once; a socket that has not started by then is not Twilio.
@@ -42,6 +44,8 @@ POLICY_VIOLATION = 1008
 class MediaStreamHandler:
     def __init__(self, ws: Any, control: CallControl, metrics: Metrics) -> None:
         self._ws = ws
+        # Takes the socket over: from here on nothing writes it with a blocking send.
+        self._stream = StreamSocket(ws)
         self._control = control
         self._metrics = metrics
         self._call: Call | None = None
@@ -117,7 +121,7 @@ class MediaStreamHandler:
             self._reject(str(exc))
             return False
         leg = call.legs[role]
-        if not leg.attach(self._ws, start.stream_sid):
+        if not leg.attach(self._stream, start.stream_sid):
             self._reject(f"the {role} leg already has a stream")
             return False
         self._call, self._role, self._stream_sid = call, role, start.stream_sid
@@ -160,10 +164,7 @@ class MediaStreamHandler:
             # Bound to a leg: that leg's writer owns the socket and closes it (see _finish).
             self._violation = True
             return
-        try:
-            self._ws.close(reason=POLICY_VIOLATION, message="not a stream of this bridge")
-        except Exception:  # the peer may already be gone
-            log.debug("closing refused stream raised", exc_info=True)
+        self._stream.close(reason=POLICY_VIOLATION, message="not a stream of this bridge")
 
     def _finish(self) -> None:
         call, role = self._call, self._role
@@ -172,6 +173,12 @@ class MediaStreamHandler:
         if self._violation:
             self._control.end(call, "stream_rejected", detail=f"{role} stream misbehaved")
             call.legs[role].close(close_code=POLICY_VIOLATION)
+            return
+        if call.legs[role].write_stalled:
+            # Twilio's side of the stream is dead but the phone call is not: the party is still
+            # live, so the teardown hangs up their call.
+            self._control.end(call, "stream_stalled", detail=f"{role} stream stopped reading")
+            call.legs[role].close()
             return
         if not call.ended.is_set():
             call.log.info("%s stream ended", role)

@@ -6,6 +6,7 @@ import base64
 import json
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -16,12 +17,21 @@ from bridge.ops.metrics import Metrics
 
 
 class RecordingSocket:
-    """Stands in for the Media Stream socket: records what the leg's writer sends."""
+    """Stands in for the Media Stream socket: records what the leg's writer sends (it takes
+    everything at once: the socket's own backlog is tests/test_inline_ws.py's)."""
+
+    backlogged = False
 
     def __init__(self) -> None:
         self.sent: list[dict[str, object]] = []
         self.closed = threading.Event()
         self.writers: set[str] = set()
+
+    def hand_over(self, wake: Callable[[], None]) -> None:
+        pass
+
+    def flush(self) -> bool:
+        return True
 
     def send(self, data: str) -> None:
         self.writers.add(threading.current_thread().name)
