@@ -2,11 +2,11 @@
 
 Concurrency: the Media Stream's request thread only *reads* the socket. A per-leg writer
 thread is the socket's single writer: it drains the leg's :class:`Playout` (frames, marks,
-clears), writes the replies the reader queued (pongs), and is the one that closes the socket.
-Its writes never block (bridge/telephony/stream_socket.py): what the socket cannot take yet is retried every
-``BACKLOG_RETRY_S``, and a peer that stops reading ends the leg (``write_stalled``). Audio for
-the leg arrives from other threads (the engine's readers, the other party's stream); the leg
-owns the 24 → 8 kHz resampler of its outbound stream and guards it with its own lock.
+clears), writes the replies the reader queued (pongs), and is the one that closes the socket. Its
+writes never block (bridge/telephony/stream_socket.py): what the socket cannot take yet is retried
+every ``BACKLOG_RETRY_S``, and a peer that stops reading ends the leg (``write_stalled``). Audio for
+the leg arrives from other threads (the engine's readers, the other party's stream); the leg owns
+the 24 → 8 kHz resampler of its outbound stream and guards it with its own lock.
 """
 
 from __future__ import annotations

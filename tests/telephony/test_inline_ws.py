@@ -1,5 +1,6 @@
-"""The Media Stream socket (bridge/telephony/stream_socket.py): read in the calling thread, over a socketpair;
-written by one owner that never blocks, over loopback TCP against a wsproto stand-in for Twilio."""
+"""The Media Stream socket (bridge/telephony/stream_socket.py): read in the calling thread, over a
+socketpair; written by one owner that never blocks, over loopback TCP against a wsproto stand-in for
+Twilio."""
 
 from __future__ import annotations
 

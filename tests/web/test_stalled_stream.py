@@ -1,8 +1,8 @@
 """A Twilio peer that stops reading its Media Stream, against the bridge under gunicorn: its leg
 ends within the bound, counted and logged once, and another call on the same bridge goes on.
 
-The stand-in (bridge/sim) keeps sending media but takes nothing more off the socket, with a
-small receive buffer; the bridge's own send buffer is bounded (bridge/telephony/stream_socket.py), so both
+The stand-in (bridge/sim) keeps sending media but takes nothing more off the socket, with a small
+receive buffer; the bridge's own send buffer is bounded (bridge/telephony/stream_socket.py), so both
 fill within seconds and the bytes then wait ``WRITE_STALL_S``.
 """
 
