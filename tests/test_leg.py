@@ -159,3 +159,15 @@ def test_passthrough_reaches_the_listener_at_its_level() -> None:
     )
     assert abs(level + 14.0) < 0.5  # μ-law quantisation costs a little
     leg.close()
+
+
+def test_relay_audio_is_not_held_back() -> None:
+    """Relay audio is the other party's voice in whole frames, paced live: no jitter hold.
+    The clock never moves here, so a held frame would never leave."""
+    ws = RecordingSocket()
+    config = LegConfig(live_source=True)
+    leg = CallLeg("CAtest", "caller", Metrics(), config, clock=lambda: 5.0)
+    leg.attach(ws, "MZtest")
+    leg.play(ulaw_to_pcm16(bytes(range(160))), received_at=5.0)
+    assert wait_until(lambda: len(ws.media()) == 160)
+    leg.close()

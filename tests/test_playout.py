@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from bridge.audio import Samples
-from bridge.jitter import HOLD_MAX_S, HOLD_MIN_S
+from bridge.jitter import HOLD_MAX_S, HOLD_MIN_S, WINDOW_S, JitterHold
 from bridge.mixer import db_to_gain, rms
 from bridge.playout import (
     ECHO_TAIL_S,
+    FRAME_S,
     FRAME_SAMPLES,
     PAD_GUARD_S,
     ClearOut,
@@ -285,6 +286,19 @@ def test_hold_adapts_to_the_jitter_measured() -> None:
     # A steady engine needs slack only for its part-frames: the hold drops to its floor.
     assert max(holds[0.0]) == pytest.approx(HOLD_MIN_S, abs=0.002)
     assert max(holds[0.0]) < np.mean(holds[0.02]) < np.mean(holds[0.04])
+
+
+def test_hold_forgets_a_stall_once_it_is_out_of_the_window() -> None:
+    hold = JitterHold()
+    for i in range(10):
+        hold.record(0.0, now=float(i))  # a steady engine
+    steady = hold.hold_s(FRAME_S + PAD_GUARD_S)
+    assert steady == HOLD_MIN_S
+    hold.record(0.5, now=10.0)  # one stall: held for, as far as the bound allows
+    assert hold.hold_s(FRAME_S + PAD_GUARD_S) == HOLD_MAX_S
+    for i in range(11, 12 + int(WINDOW_S)):
+        hold.record(0.0, now=float(i))
+    assert hold.hold_s(FRAME_S + PAD_GUARD_S) == steady
 
 
 def test_without_jitter_hold_live_frames_leave_as_they_arrive() -> None:
