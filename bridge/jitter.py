@@ -30,8 +30,8 @@ WINDOW_S = 20.0
 MIN_SAMPLES = 5
 # The high percentile is estimated as mean + this many standard deviations, never below the
 # largest seen: the top percentile of the few dozen chunks a window holds underestimates the
-# tail (replayed with +-10 ms to +-40 ms of jitter, a hold at the 99th percentile left a gap in
-# one utterance of three; this, in none of 120).
+# tail (replaying 120 utterances with +-20 or +-40 ms of jitter, a hold at the 99th percentile
+# let Twilio run dry 1 and 3 times; this, never).
 SPREAD_SIGMAS = 3.0
 
 

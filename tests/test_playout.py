@@ -107,16 +107,24 @@ def test_backlog_drop_oldest_keeps_the_newest() -> None:
 
 
 def test_backlog_clear_jumps_to_the_newest_chunk_and_clears_twilio() -> None:
-    p = Playout(max_ahead_s=1.0, backlog_max_s=1.0, policy="clear", jitter_hold=False)
+    p = Playout(max_ahead_s=1.0, backlog_max_s=1.0, policy="clear")
     p.push(const(1, 8000), received_at=0.0, now=0.0)
-    p.due(0.0)  # 1 s queued at Twilio
-    p.push(const(2, 4000), received_at=0.1, now=0.1)
-    p.push(const(3, 6000), received_at=0.1, now=0.1)  # 1.25 s waiting here: over the bound
-    out, _ = p.due(0.1)
+    p.due(HOLD_MAX_S)  # 1 s queued at Twilio, after the hold
+    now = HOLD_MAX_S + 0.1
+    p.push(const(2, 4000), received_at=now, now=now)
+    p.push(const(3, 6000), received_at=now, now=now)  # 1.25 s waiting here: over the bound
+    out, _ = p.due(now)
     assert isinstance(out[0], ClearOut)
+    # The listener has waited long enough: the newest chunk plays at once, not held back.
     assert frames(out)[0].tolist() == [3] * FRAME_SAMPLES
     assert p.dropped_samples == 4000
     assert p.cleared_samples == 7200  # the 0.9 s Twilio still held
+    # The same while the first utterance is still held back: the hold is over too.
+    p = Playout(max_ahead_s=1.0, backlog_max_s=1.0, policy="clear")
+    p.push(const(1, 8000), received_at=0.0, now=0.0)
+    p.push(const(2, 4000), received_at=0.01, now=0.01)
+    out, _ = p.due(0.01)
+    assert isinstance(out[0], ClearOut) and frames(out)[0].tolist() == [2] * FRAME_SAMPLES
 
 
 def test_passthrough_is_mixed_under_translation_and_ducked() -> None:
