@@ -4,8 +4,18 @@ Pure logic with the clock passed in, so it is tested without sleeping. Twilio pl
 in real time and buffers the rest; we keep its buffer at most ``max_ahead_s`` deep. With the
 passthrough on, that lead is short (the original voice exists only as it arrives, so frames
 that carry it cannot run far ahead); with it off, up to a second of translation may be queued at
-Twilio. Either way a translated chunk's first frame leaves at once. Pacing is anchored to a
-clock estimate of when Twilio's buffer runs dry (``play_end``), never to ``sleep(0.02)``.
+Twilio. Pacing is anchored to a clock estimate of when Twilio's buffer runs dry (``play_end``),
+never to ``sleep(0.02)``.
+
+Jitter: engines send translated speech in chunks (~200 ms, not whole 20 ms frames) that arrive
+tens of milliseconds early or late. An utterance's first frame is held back just long enough
+for the chunks behind it to arrive before Twilio runs out (see bridge/audio/jitter.py: measured per
+stream, 40-120 ms); once it plays, its frames follow back to back. A part-frame left at the end
+of a chunk waits for the next chunk; it is padded with silence only when the utterance has
+ended, that is when nothing more arrived by the time Twilio is about to run out of what is
+ahead of it (the hold makes the next chunk of a continuing utterance arrive before that). The
+passthrough fills the hold but never a gap inside an utterance. Audio that is already paced
+live (``ENGINE=relay``) is built with no hold.
 
 Stay near-live: translated audio waiting here is bounded by ``backlog_max_s``. Past it, policy
 ``drop-oldest`` drops the oldest unsent audio; ``clear`` drops all of it, tells Twilio to
@@ -20,15 +30,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bridge.audio.jitter import HOLD_MAX_S, HOLD_MIN_S, JitterHold
 from bridge.audio.mixer import db_to_gain, mix
 from bridge.audio.pcm import FRAME_MS, TWILIO_FRAME_BYTES, TWILIO_RATE_HZ, Samples
 
 FRAME_S = FRAME_MS / 1000
 FRAME_SAMPLES = TWILIO_FRAME_BYTES  # 160 samples of 8 kHz audio in 20 ms
-# A trailing part-frame of translation waits for more audio only while Twilio still has this
-# much left to play: padding it earlier could put a gap inside continuous speech, later could
-# leave the listener in a gap before the utterance's last syllable.
-PAD_GUARD_S = 0.04
+# How long before Twilio would run out of translation a frame is sent at the latest: a writer
+# wake-up and a send fit well within it. A part-frame still waiting then ends its utterance
+# (padded); the next chunk of a continuing one arrives before, thanks to the hold.
+PAD_GUARD_S = 0.01
 # Float slack so 50 x 20 ms counts as exactly one second.
 _EPS_S = 1e-6
 # The other party's voice waiting to be mixed: more than this means our clock fell behind
@@ -87,6 +98,7 @@ class Playout:
         duck_db: float = 0.0,
         observe: LatencyObserver | None = None,
         mark_prefix: str = "m",
+        jitter_hold: bool = True,
     ) -> None:
         self._max_ahead = max_ahead_s
         self._backlog_max = int(backlog_max_s * TWILIO_RATE_HZ)
@@ -106,6 +118,18 @@ class Playout:
         self._marks: dict[str, float] = {}  # sent, not yet echoed: name → chunk seconds
         self._mark_seq = 0
         self._clear_pending = False
+        # Without ``jitter_hold`` (audio paced live, in whole frames) an utterance starts at once.
+        self._jitter = JitterHold(HOLD_MIN_S, HOLD_MAX_S) if jitter_hold else JitterHold(0.0, 0.0)
+        # The utterance being played (or held back): translated frames go out back to back
+        # from its first until it ends, and passthrough-only frames never come between them.
+        self._talking = False
+        self._started = False  # its first frame has been sent
+        self._start_at = 0.0  # when its first frame may play (first chunk + hold)
+        self._pos0 = 0  # stream position of its first sample
+        # The earliest a chunk of it arrived, relative to its audio (arrival minus the audio
+        # before it): how late each chunk came is measured from there. None before any.
+        self._earliest: float | None = None
+        self._dry_at = 0.0  # when the last translated frame sent ends playing
         self.frames_sent = 0
         self.dropped_samples = 0
         self.cleared_samples = 0
@@ -124,6 +148,7 @@ class Playout:
         """Translated audio (8 kHz) for this listener."""
         if not len(pcm):
             return
+        self._arrival(now)
         end = self._pos + len(self._buf) + len(pcm)
         self._chunks.append(_Chunk(end - len(pcm), end, received_at))
         self._buf = np.concatenate((self._buf, pcm))
@@ -135,9 +160,31 @@ class Playout:
             self.cleared_samples += int(self.buffered_s(now) * TWILIO_RATE_HZ)
             self._play_end = now
             self._translated_until = now
+            self._dry_at = now
+            self._start_at = now  # the listener has waited long enough: no hold
+            self._started = False
             self._clear_pending = True
         else:
             self._drop(len(self._buf) - self._backlog_max)
+
+    def _arrival(self, now: float) -> None:
+        """Book a translated chunk's arrival: how late it came, and whether it begins an
+        utterance (nothing was playing or held, or the last one ran dry before it came)."""
+        dry = not self._talking or (self._started and now >= self._dry_at)
+        # A chunk just after an utterance ran dry may be its continuation, come too late:
+        # counted, so that the next hold covers it.
+        if self._earliest is not None and (not dry or now - self._dry_at < self._jitter.max_s):
+            offset = now - (self._pos + len(self._buf) - self._pos0) / TWILIO_RATE_HZ
+            self._jitter.record(offset - self._earliest, now)
+            self._earliest = min(self._earliest, offset)
+        if dry:
+            self._talking = True
+            self._started = False
+            self._earliest = now
+            self._pos0 = self._pos
+            # A part-frame cannot be sent before the chunk completing it arrives: up to a
+            # frame more than the jitter itself, and the send margin.
+            self._start_at = now + self._jitter.hold_s(FRAME_S + PAD_GUARD_S)
 
     def push_passthrough(self, pcm: Samples) -> None:
         """The other party's own voice (8 kHz), as it arrives."""
@@ -176,20 +223,20 @@ class Playout:
             out.append(ClearOut())
         self._play_end = max(self._play_end, now)
         while True:
+            ready = self._translation_ready(now)
             has_pt = len(self._pt) >= FRAME_SAMPLES
-            # Frames of the passthrough alone are sent just in time, so that when translation
-            # arrives Twilio holds at most PASSTHROUGH_LEAD_S of them ahead of it.
-            lead = (
-                self._max_ahead
-                if self._translation_ready(now, has_pt)
-                else min(self._max_ahead, PASSTHROUGH_LEAD_S)
-            )
+            if ready:
+                lead = self._max_ahead
+            elif has_pt and not self._gap_closed(now):
+                # Frames of the passthrough alone are sent just in time, so that when
+                # translation arrives Twilio holds at most PASSTHROUGH_LEAD_S of them ahead.
+                lead = min(self._max_ahead, PASSTHROUGH_LEAD_S)
+            else:
+                break
             if self._play_end - now + FRAME_S > lead + _EPS_S:
                 break
-            translated = self._take_translated(now, has_pt)
+            translated = self._take_translated() if ready else None
             passthrough = self._take_passthrough() if has_pt else None
-            if translated is None and passthrough is None:
-                break
             target = self._duck_gain if translated is not None else self._pt_gain
             frame = mix(translated, passthrough, self._gain, target)
             out.append(Frame(frame))
@@ -199,22 +246,41 @@ class Playout:
             self.frames_sent += 1
             if translated is not None:
                 self._translated_until = self._play_end
+                self._dry_at = self._play_end
                 self._account(now, out)
+            elif self._talking and self._started:
+                # Translation ran out mid-utterance (the engine fell behind): what comes next
+                # starts a new one, held back again.
+                self._talking = False
         return out, self.next_wake(now)
 
-    def _translation_ready(self, now: float, with_passthrough: bool) -> bool:
-        return len(self._buf) >= FRAME_SAMPLES or bool(
-            len(self._buf) and (with_passthrough or self._play_end - now <= PAD_GUARD_S)
-        )
+    def _translation_ready(self, now: float) -> bool:
+        """A translated frame may be sent now (lead permitting)."""
+        if len(self._buf) >= FRAME_SAMPLES:
+            return self._started or self._play_end >= self._start_at - _EPS_S
+        if not len(self._buf):
+            return False
+        # A part-frame: the utterance's end, if nothing more came by the time it is needed.
+        return now >= self._needed_at() - PAD_GUARD_S - _EPS_S
 
-    def _take_translated(self, now: float, with_passthrough: bool) -> Samples | None:
-        if not self._translation_ready(now, with_passthrough):
-            return None
+    def _needed_at(self) -> float:
+        """When the utterance's next frame must play for it to continue without a gap."""
+        return self._dry_at if self._started else self._start_at
+
+    def _gap_closed(self, now: float) -> bool:
+        """Mid-utterance, waiting for the next chunk: a passthrough-only frame now would
+        become a gap in the translation."""
+        return self._talking and self._started and now < self._dry_at - PAD_GUARD_S - _EPS_S
+
+    def _take_translated(self) -> Samples:
         taken = min(len(self._buf), FRAME_SAMPLES)
         frame = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         frame[:taken] = self._buf[:taken]
         self._buf = self._buf[taken:]
         self._pos += taken
+        self._started = True
+        if taken < FRAME_SAMPLES:
+            self._talking = False  # its padded last frame: the utterance is over
         return frame
 
     def _take_passthrough(self) -> Samples:
@@ -250,11 +316,18 @@ class Playout:
     def next_wake(self, now: float) -> float | None:
         """How long after ``now`` something will be due (None: nothing until more input)."""
         ahead = self._play_end - now
+        waits: list[float] = []
         if len(self._buf) >= FRAME_SAMPLES:
-            return max(0.0, ahead + FRAME_S - self._max_ahead) + 0.001
+            held = 0.0
+            if not self._started and self._play_end < self._start_at - _EPS_S:
+                held = self._start_at - now
+            waits.append(max(held, ahead + FRAME_S - self._max_ahead))
+        elif len(self._buf):
+            waits.append(self._needed_at() - PAD_GUARD_S - now)
         if len(self._pt) >= FRAME_SAMPLES:
             lead = min(self._max_ahead, PASSTHROUGH_LEAD_S)
-            return max(0.0, ahead + FRAME_S - lead) + 0.001
-        if len(self._buf):
-            return max(0.0, ahead - PAD_GUARD_S) + 0.001
-        return None
+            wait = ahead + FRAME_S - lead
+            if self._talking and self._started:
+                wait = max(wait, self._dry_at - PAD_GUARD_S - now)
+            waits.append(wait)
+        return max(0.0, min(waits)) + 0.001 if waits else None

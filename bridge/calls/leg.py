@@ -121,6 +121,9 @@ class CallLeg:
             duck_db=config.duck_db,
             observe=self._observe,
             mark_prefix=f"{role[0]}",
+            # Relay audio comes in whole 20 ms frames at the other party's pace: no engine
+            # jitter to hold its start back for.
+            jitter_hold=not config.live_source,
         )
         self._guard_gain = (
             None if config.echo_guard_db is None else db_to_gain(config.echo_guard_db)
