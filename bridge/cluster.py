@@ -517,11 +517,7 @@ class ClusterCallControl(CallControl):
                 del self._by_sid[call.sid]
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)
-        with self._lock:
-            self._teardowns = [t for t in self._teardowns if t.is_alive()]
-            self._teardowns.append(thread)
-        thread.start()
+        self._start_teardown(threading.Thread(target=target, name=name, daemon=True))
 
     @staticmethod
     def _quietly_redis(action: Callable[[], T]) -> T | None:
