@@ -105,6 +105,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     live.start()
     app.extensions["bridge.store"] = store
     app.extensions["bridge.live"] = live
+    if settings.redis_url is not None:
+        from bridge.cluster import ClusterCallControl
+
+        if isinstance(control, ClusterCallControl):
+            # Whether a call is in progress anywhere: the API answers for the whole cluster.
+            app.extensions["bridge.shared_calls"] = control
     app.register_blueprint(api_bp)
     app.register_blueprint(console_bp)  # /console: the live console page (bridge/console.py)
 

@@ -14,16 +14,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+import requests
 
 from bench.load import run_load
 from bridge.prompts import prompt
 from bridge.settings import ConfigError, Settings
-from tests.bridge_process import ROOT, free_port
+from tests.bridge_process import ROOT, BridgeProcess, free_port
 from tests.call_helpers import (
     BRIDGE_NUMBER,
     CALLER_NUMBER,
@@ -34,7 +36,7 @@ from tests.call_helpers import (
     tone_ulaw,
     wait_streaming,
 )
-from tests.cluster_calls import Cluster, Plan, cluster_stack, kill_instance
+from tests.cluster_calls import ADMIN_TOKEN, Cluster, Plan, api, cluster_stack, kill_instance
 from tests.fakes.audio import (
     AGENT_EN_8K_MULAW,
     CALLER_ES_8K_MULAW,
@@ -134,6 +136,108 @@ def test_a_call_across_three_instances(trio: Cluster) -> None:
     interpreted_call(trio, plan)
     statuses = {i for kind, i in trio.sent_to if kind == "status"}
     assert statuses == {0, 1, 2}, "status callbacks reached every instance"
+
+
+BOTH_WAYS = {"caller_to_agent", "agent_to_caller"}
+
+
+def api_until(
+    bridge: BridgeProcess, sid: str, done: Callable[[Any], bool], what: str, timeout: float = 20.0
+) -> Any:
+    """The instance's ``/api/calls/{sid}`` once ``done`` holds for it."""
+    deadline = time.monotonic() + timeout
+    while not done(got := api(bridge, f"/api/calls/{sid}")):
+        assert time.monotonic() < deadline, f"{bridge.url}: never {what}: {got}"
+        time.sleep(0.2)
+    return got
+
+
+def directions(got: Any) -> set[str]:
+    return {s["direction"] for s in got["segments"]}
+
+
+def listed(bridge: BridgeProcess, sid: str) -> list[Any]:
+    """The call's entries in the instance's ``/api/calls`` (first page)."""
+    return [c for c in api(bridge, "/api/calls?limit=200")["calls"] if c["call_sid"] == sid]
+
+
+def assert_told_over(cluster: Cluster, sid: str, reasons: tuple[str, ...]) -> None:
+    """Every live instance answers with the ended record, its transcript from every
+    instance, and lists the call as over."""
+    for bridge in cluster.bridges:
+        if bridge.proc.poll() is not None:
+            continue
+        got = api_until(bridge, sid, lambda c: c["ended_at"] is not None, "ended")
+        assert got["active"] is False and got["end_reason"] in reasons, got
+        assert directions(got) == BOTH_WAYS, got["segments"]
+        entries = listed(bridge, sid)
+        assert len(entries) == 1 and entries[0]["active"] is False, entries
+        assert entries[0]["ended_at"] is not None
+
+
+def talked_both_ways(cluster: Cluster, home: BridgeProcess) -> tuple[FakeCall, FakeCall]:
+    """A call admitted on ``home`` whose parties have both been heard and transcribed: every
+    instance says it is in progress, and the home's answer holds both sides' transcript
+    (each recorded by the instance holding that speaker's leg)."""
+    twilio = cluster.twilio
+    twilio.default_dial = DialBehaviour(audio=speech(AGENT_EN_8K_MULAW, LEAD_IN_S + 0.5))
+    caller = twilio.place_call(speech(CALLER_ES_8K_MULAW), from_=CALLER_NUMBER, to=BRIDGE_NUMBER)
+    agent = agent_of(twilio, caller)
+    wait_streaming(twilio, caller, agent)
+    got = api_until(
+        home, caller.sid, lambda c: directions(c) == BOTH_WAYS, "transcribed both ways", 30
+    )
+    assert got["active"] is True and got["ended_at"] is None
+    for bridge in cluster.bridges:
+        got = api(bridge, f"/api/calls/{caller.sid}")
+        assert got["active"] is True and got["ended_at"] is None, (bridge.url, got)
+        assert [c["active"] for c in listed(bridge, caller.sid)] == [True], bridge.url
+    return caller, agent
+
+
+def test_every_instance_tells_the_truth_about_a_call(trio: Cluster) -> None:
+    """Webhook on A, the streams on B and C: A's own events are only the call's start, and it
+    lets go when B ends the call. Whichever instance is asked, the API says the call is in
+    progress while it is, and once the caller hangs up, that it is over, with its transcript."""
+    trio.route({"voice": 0, "stream:caller": 1, "stream:agent": 2, "status": 0, "amd": 0})
+    caller, agent = talked_both_ways(trio, trio.bridges[0])
+    # The console following the call on A: its event stream must end with the call.
+    with requests.get(
+        f"{trio.bridges[0].url}/api/calls/{caller.sid}/events",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        stream=True,
+        timeout=(5, 20),  # read: longer than the stream's 15 s heartbeat
+    ) as events:
+        lines = (raw.decode() for raw in events.iter_lines())
+        assert next(lines) == "event: snapshot"
+        caller.hangup()
+        assert agent.wait_ended(10), "the agent leg was not ended"
+        deadline = time.monotonic() + 20
+        names: list[str] = []
+        for line in lines:
+            if line.startswith("event: "):
+                names.append(line.removeprefix("event: "))
+            if names[-1:] == ["ended"] or time.monotonic() > deadline:
+                break
+        assert names[-1:] == ["ended"], f"A's event stream never said the call ended: {names}"
+    assert_told_over(trio, caller.sid, ("caller_hung_up", "agent_hung_up"))
+    trio.wait_idle()
+
+
+def test_every_instance_tells_the_truth_after_an_instance_is_lost(
+    tmp_path: Path, redis_for_tests: str, openai_fake: FakeTranslationServer
+) -> None:
+    """As above, but C (the agent's leg, and where Twilio's callbacks go) is killed: B's
+    heartbeat sees it gone and ends the call; A, the home, still answers with the truth."""
+    with cluster_stack(tmp_path, 3, redis_for_tests, openai_fake) as cluster:
+        plan: Plan = {"voice": 0, "stream:caller": 1, "stream:agent": 2, "status": 2, "amd": 2}
+        cluster.route(plan)
+        caller, _agent = talked_both_ways(cluster, cluster.bridges[0])
+        kill_instance(cluster.bridges[2])
+        assert caller.wait_ended(15), "the surviving leg was not ended"
+        assert caller.said[-1] == prompt("instance_lost", "es").text
+        assert_told_over(cluster, caller.sid, ("instance_lost",))
+        cluster.wait_idle()
 
 
 def test_every_key_expires(trio: Cluster, redis_for_tests: str) -> None:
