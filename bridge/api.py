@@ -27,7 +27,7 @@ from flask import Blueprint, Response, current_app, request
 from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
 
-from bridge.api_cluster import SharedCalls, find_shared, in_progress_shared
+from bridge.api_cluster import SharedCalls, find_shared, follow_shared, in_progress_shared
 from bridge.api_events import StreamSlots, event_stream
 from bridge.live import LiveCalls
 from bridge.records import CallDetail, CallSummary, transcript_text, transcript_vtt
@@ -294,7 +294,27 @@ def call_events(sid: str) -> Response:
     slots: StreamSlots = current_app.extensions["bridge.api.streams"]
     watch = live.watch(sid)
     ended: CallDetail | None = None
-    if watch is None:
+    shared = _shared()
+    if watch is None and shared is not None:
+        # Several instances: a call whose parts are all elsewhere is followed through the
+        # shared store and Redis until its end is recorded.
+        found = find_shared(sid, None, _store(), shared)
+        if found is None:
+            raise ApiError(404, "no such call")
+        if found.summary.ended_at is None:
+            if not slots.acquire():
+                raise ApiError(503, f"too many event streams open (at most {slots.limit})")
+            return event_stream(
+                None,
+                None,
+                live=live,
+                slots=slots,
+                config=current_app.config,
+                environ=request.environ,
+                follow=follow_shared(found, _store(), shared),
+            )
+        ended = found
+    elif watch is None:
         ended = _store().get_call(sid)  # over already: its record, then "ended"
         if ended is None:
             raise ApiError(404, "no such call")

@@ -15,13 +15,21 @@ When Redis cannot be asked, the answer is what this instance sees, as in one pro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Protocol
 
+from bridge.api_events import Follow, sse
 from bridge.records import DIRECTIONS, CallDetail, CallSummary
 from bridge.store import CallStore, StoreUnavailable
+
+# A call followed through the store and Redis: how often they are read (each read is one
+# query and one Redis round trip per open stream), and how long an ended call's stream waits
+# for the claimer to record the end (it does once its notices are said and both legs hung up).
+POLL_S = 1.0
+END_RECORD_WAIT_S = 30.0
 
 
 class SharedCalls(Protocol):
@@ -99,3 +107,41 @@ def in_progress_shared(
     return sorted(
         (s for s in candidates if s.call_sid in live), key=lambda s: s.started_at, reverse=True
     )
+
+
+def follow_shared(first: CallDetail, store: CallStore, shared: SharedCalls) -> Follow:
+    """The event stream of a call this instance's live view does not follow (its parts are on
+    other instances): ``snapshot``, then each ``segment`` as it is recorded, then ``ended``
+    once the shared state says it is over and its end is recorded. No fragments: those stay
+    on the instance where they were spoken."""
+    sid = first.summary.call_sid
+
+    def events(stopped: Callable[[], bool], heartbeat_s: float) -> Iterator[str]:
+        yield sse("snapshot", first.to_json())
+        seen = {(s.direction, s.seq) for s in first.segments}
+        quiet_since = time.monotonic()
+        over_since: float | None = None
+        while not stopped():
+            time.sleep(POLL_S)
+            live = shared.live_calls([sid])
+            try:
+                detail = store.get_call(sid)
+            except StoreUnavailable:
+                detail = None
+            for segment in () if detail is None else detail.segments:
+                if (segment.direction, segment.seq) not in seen:
+                    seen.add((segment.direction, segment.seq))
+                    yield sse("segment", segment.to_json())
+                    quiet_since = time.monotonic()
+            if live is not None and sid not in live:
+                over_since = over_since or time.monotonic()
+                recorded = detail is not None and detail.summary.ended_at is not None
+                if recorded or time.monotonic() - over_since >= END_RECORD_WAIT_S:
+                    reason = detail.summary.end_reason if detail is not None else None
+                    yield sse("ended", {"reason": reason or "unknown"})
+                    return
+            if time.monotonic() - quiet_since >= heartbeat_s:
+                yield ": heartbeat\n\n"
+                quiet_since = time.monotonic()
+
+    return events

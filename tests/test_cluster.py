@@ -9,12 +9,14 @@ the single-process bridge, unchanged.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +177,44 @@ def assert_told_over(cluster: Cluster, sid: str, reasons: tuple[str, ...]) -> No
         assert entries[0]["ended_at"] is not None
 
 
+@contextmanager
+def event_stream(bridge: BridgeProcess, sid: str) -> Iterator[Iterator[tuple[str, Any]]]:
+    """The instance's ``/api/calls/{sid}/events``: (event name, data) as they come, and
+    ("heartbeat", None) for each heartbeat."""
+    with requests.get(
+        f"{bridge.url}/api/calls/{sid}/events",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        stream=True,
+        timeout=(5, 30),  # read: longer than the stream's 15 s heartbeat
+    ) as response:
+        assert response.status_code == 200, response.text
+
+        def events() -> Iterator[tuple[str, Any]]:
+            name = ""
+            for raw in response.iter_lines():
+                line = raw.decode()
+                if line.startswith("event: "):
+                    name = line.removeprefix("event: ")
+                elif line.startswith("data: "):
+                    yield name, json.loads(line.removeprefix("data: "))
+                elif line.startswith(":"):
+                    yield "heartbeat", None
+
+        yield events()
+
+
+def until_event(events: Iterator[tuple[str, Any]], wanted: str, timeout: float) -> Any:
+    """The data of the next ``wanted`` event, or None if the stream ends or ``timeout``
+    passes first (noticed at the next event or heartbeat)."""
+    deadline = time.monotonic() + timeout
+    for name, data in events:
+        if name == wanted:
+            return data
+        if time.monotonic() > deadline:
+            return None
+    return None
+
+
 def talked_both_ways(cluster: Cluster, home: BridgeProcess) -> tuple[FakeCall, FakeCall]:
     """A call admitted on ``home`` whose parties have both been heard and transcribed: every
     instance says it is in progress, and the home's answer holds both sides' transcript
@@ -201,26 +241,22 @@ def test_every_instance_tells_the_truth_about_a_call(trio: Cluster) -> None:
     progress while it is, and once the caller hangs up, that it is over, with its transcript."""
     trio.route({"voice": 0, "stream:caller": 1, "stream:agent": 2, "status": 0, "amd": 0})
     caller, agent = talked_both_ways(trio, trio.bridges[0])
-    # The console following the call on A: its event stream must end with the call.
-    with requests.get(
-        f"{trio.bridges[0].url}/api/calls/{caller.sid}/events",
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-        stream=True,
-        timeout=(5, 20),  # read: longer than the stream's 15 s heartbeat
-    ) as events:
-        lines = (raw.decode() for raw in events.iter_lines())
-        assert next(lines) == "event: snapshot"
+    # The console following the call on A (its live view saw the start) and on B (it holds the
+    # caller's leg, but follows the call through the store and Redis): both streams say the
+    # call is live, and end with the call, saying why.
+    reasons = ("caller_hung_up", "agent_hung_up")
+    with ExitStack() as stack:
+        streams = [stack.enter_context(event_stream(b, caller.sid)) for b in trio.bridges[:2]]
+        for events in streams:
+            name, snapshot = next(events)
+            assert name == "snapshot" and snapshot["active"] is True, snapshot
         caller.hangup()
         assert agent.wait_ended(10), "the agent leg was not ended"
-        deadline = time.monotonic() + 20
-        names: list[str] = []
-        for line in lines:
-            if line.startswith("event: "):
-                names.append(line.removeprefix("event: "))
-            if names[-1:] == ["ended"] or time.monotonic() > deadline:
-                break
-        assert names[-1:] == ["ended"], f"A's event stream never said the call ended: {names}"
-    assert_told_over(trio, caller.sid, ("caller_hung_up", "agent_hung_up"))
+        for index, events in enumerate(streams):
+            ended = until_event(events, "ended", timeout=30)
+            assert ended is not None, f"instance {index}'s event stream never said it ended"
+            assert ended["reason"] in reasons, (index, ended)
+    assert_told_over(trio, caller.sid, reasons)
     trio.wait_idle()
 
 
