@@ -28,6 +28,10 @@ from bridge.webhooks import MAX_FORM_BYTES, bp, check_signatures
 
 log = logging.getLogger(__name__)
 _controls: weakref.WeakSet[CallControl] = weakref.WeakSet()
+# SIGTERM's handler acts once per process: a second SIGTERM (a platform that signals every
+# process, then gunicorn's master forwarding its own) runs inside the first one's handler, in
+# the same thread, where waiting for a lock the first holds would deadlock. Never released.
+_sigterm_claim = threading.Lock()
 
 
 def build_engine(settings: Settings, metrics: Metrics) -> Engine:
@@ -101,6 +105,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     live.start()
     app.extensions["bridge.store"] = store
     app.extensions["bridge.live"] = live
+    if settings.redis_url is not None:
+        from bridge.cluster import ClusterCallControl
+
+        if isinstance(control, ClusterCallControl):
+            # Whether a call is in progress anywhere: the API answers for the whole cluster.
+            app.extensions["bridge.shared_calls"] = control
     app.register_blueprint(api_bp)
     app.register_blueprint(console_bp)  # /console: the live console page (bridge/console.py)
 
@@ -123,7 +133,10 @@ def create_app(settings: Settings | None = None) -> Flask:
 def begin_shutdown(then: Callable[[], None] | None = None) -> None:
     """SIGTERM: stop taking calls (the voice webhook answers 503) while still serving live
     calls' streams and callbacks; after the grace period the rest end with a notice. ``then``
-    runs once every call has ended (gunicorn's own exit), from a background thread."""
+    runs once every call has ended (gunicorn's own exit), from a background thread. Only the
+    first call acts (see ``_sigterm_claim``)."""
+    if not _sigterm_claim.acquire(blocking=False):
+        return
     controls = list(_controls)
     for control in controls:
         control.begin_shutdown()

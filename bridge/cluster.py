@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import TypeVar
@@ -443,7 +443,13 @@ class ClusterCallControl(CallControl):
         call.flush_transcript()
         if held:
             self._metrics.active_calls.dec()
-        if publish_end:
+        if not publish_end:
+            # Ended by another instance, which records the end: this one's live view (the API,
+            # the console) must still learn the call is over, with the claimer's reason.
+            reason = self._quietly_redis(lambda: self.registry.end_reason(call.sid))
+            reason = reason or call.end_reason or "unknown"
+            self.hub.publish(CallEnded(call.sid, _utcnow(), reason, "", elsewhere=True))
+        else:
             self.hub.publish(
                 CallEnded(call.sid, _utcnow(), call.end_reason or "unknown", call.end_detail)
             )
@@ -455,7 +461,8 @@ class ClusterCallControl(CallControl):
     # -- what the upkeep (bridge/cluster_upkeep.py) calls -----------------------------------
 
     def let_go(self, call: Call) -> None:
-        # The claimer's record says why it ended; this replica's reason is never published.
+        # The claimer's record says why it ended (and the live view hears its reason, from
+        # Redis); this replica's reason is only a placeholder, never recorded.
         if call.mark_ended("caller_hung_up"):
             self._spawn(lambda: self._release(call), f"call-release:{call.sid[-6:]}")
 
@@ -468,6 +475,10 @@ class ClusterCallControl(CallControl):
     def _ended_signal(self, sid: str) -> threading.Event:
         with self._lock:
             return self._ended_signals.setdefault(sid, threading.Event())
+
+    def live_calls(self, sids: Sequence[str]) -> set[str] | None:
+        """Which of these calls are in progress on any instance (None: Redis cannot say)."""
+        return self._quietly_redis(lambda: self.registry.live(sids))
 
     # -- shutdown ---------------------------------------------------------------------------
 
@@ -517,11 +528,7 @@ class ClusterCallControl(CallControl):
                 del self._by_sid[call.sid]
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)
-        with self._lock:
-            self._teardowns = [t for t in self._teardowns if t.is_alive()]
-            self._teardowns.append(thread)
-        thread.start()
+        self._start_teardown(threading.Thread(target=target, name=name, daemon=True))
 
     @staticmethod
     def _quietly_redis(action: Callable[[], T]) -> T | None:
