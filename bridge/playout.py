@@ -166,6 +166,14 @@ class Playout:
         """The last PLAYED_HISTORY_S of what was sent to this listener (oldest first)."""
         return self._played
 
+    def heard(self, now: float) -> tuple[Samples, int]:
+        """What of :meth:`played` Twilio has begun playing by ``now`` (what Twilio still holds
+        cannot be echoing yet), and the stream position (samples sent since the start) just
+        after its last sample, so that positions stay comparable as the history slides."""
+        unheard = min(len(self._played), round(self.buffered_s(now) * TWILIO_RATE_HZ))
+        sent = self.frames_sent * FRAME_SAMPLES
+        return self._played[: len(self._played) - unheard], sent - unheard
+
     # -- output -----------------------------------------------------------------------------
 
     def due(self, now: float) -> tuple[list[Outbound], float | None]:

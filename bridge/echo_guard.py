@@ -1,0 +1,177 @@
+"""Telling a party's echo of our translation from the party talking (the echo guard's decision).
+
+A speakerphone plays what we send and its microphone picks it up again: a delayed, scaled,
+band-limited copy of what was heard. The party's own voice is not a copy of anything we played.
+So each 20 ms microphone frame is compared with what was played:
+
+* A *search* correlates the last ``SEARCH_WINDOW_S`` of microphone audio with the recent history
+  of what was heard, over every lag (one FFT correlation). A match fixes the echo path: how far
+  the played stream runs ahead of the microphone stream (``offset``, in samples).
+* While the path is known, every frame is *tracked*: correlated with what was played at that
+  offset (give or take ``TRACK_SLACK``), a few dot products. A match is echo, at once.
+
+The decision covers the frame being checked. The previous design re-decided every 100 ms from
+the window before and applied it to the next 100 ms; a quiet window (a pause in the translation,
+the echo not back yet) counted as "not echo", so the first 80-120 ms of the echo that followed
+reached the engine, in most calls but not all (it depended on where the 100 ms grid fell).
+Here only a search that *hears sound unlike what was played* lets audio through; silence never
+does, and once through, the echo returning at the known offset is caught on its first frame.
+
+Pure and single-threaded: one guard per leg, called from that party's stream thread only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from numpy.typing import NDArray
+
+from bridge.audio import TWILIO_RATE_HZ, Samples
+
+Floats = NDArray[np.float64]
+
+# Normalised correlation at or above which microphone audio is taken for an echo. An echo
+# through a phone (band-limited, μ-law twice) still scores above 0.8; the party's own voice,
+# or their voice over a weaker echo, scores below 0.4.
+ECHO_LIKENESS = 0.5
+# What a search compares: long enough that one syllable of speech cannot match by chance.
+SEARCH_WINDOW_S = 0.2
+# Searches are FFTs; while tracking fails they run at most this often (double talk), except
+# that the first energetic frame after the decision was "echo" may search at once.
+SEARCH_EVERY_S = 0.1
+SEARCH_SOON_S = 0.04
+# The longest round trip searched for, beyond what Twilio has played: the network both ways
+# plus the room (measured speakerphones: 20-200 ms acoustic, 100-300 ms network).
+MAX_ECHO_DELAY_S = 0.6
+# The echo path moves a little (jitter at Twilio, clock drift): tracking looks this far around
+# the known offset (samples, 2 ms).
+TRACK_SLACK = 16
+# Frames quieter than this (about -55 dBFS) carry nothing worth translating nor deciding on.
+QUIET_RMS = 58.0
+
+_SEARCH_SAMPLES = int(SEARCH_WINDOW_S * TWILIO_RATE_HZ)
+_SEARCH_EVERY = int(SEARCH_EVERY_S * TWILIO_RATE_HZ)
+_SEARCH_SOON = int(SEARCH_SOON_S * TWILIO_RATE_HZ)
+_HISTORY = _SEARCH_SAMPLES + int(MAX_ECHO_DELAY_S * TWILIO_RATE_HZ)
+
+
+class EchoGuard:
+    """Frame by frame: is this microphone audio an echo of what was played to the party?"""
+
+    def __init__(self) -> None:
+        self._mic = np.zeros(_SEARCH_SAMPLES, dtype=np.float64)  # the last search window
+        self._mic_end = 0  # microphone samples seen since the last reset
+        self._offset: int | None = None  # heard position - microphone position of the echo
+        self._since_search = _SEARCH_EVERY  # microphone samples since the last search
+        self._echo = True
+        self.searches = 0  # FFT searches run (for tests and benchmarks)
+
+    def reset(self) -> None:
+        """Nothing of ours is audible: the next playback starts presumed echo until told
+        otherwise (its first syllables are enough for the model to translate it back), and its
+        echo path is learnt again (Twilio's buffer ran dry in between: the offset moved)."""
+        self._mic[:] = 0.0
+        self._mic_end = 0
+        self._offset = None
+        self._since_search = _SEARCH_EVERY
+        self._echo = True
+
+    def is_echo(self, frame: Samples, heard: Samples, heard_end: int) -> bool:
+        """Whether ``frame`` (the party's microphone, 8 kHz) is our echo.
+
+        ``heard`` is the recent history of what was sent to the party and has begun playing,
+        oldest first; ``heard_end`` is the stream position (samples sent since the start) of
+        its last sample, so positions stay comparable while the history slides.
+        """
+        n = len(frame)
+        x = frame.astype(np.float64)
+        self._mic = np.concatenate((self._mic[n:], x))
+        self._mic_end += n
+        self._since_search += n
+        if float(np.dot(x, x)) < n * QUIET_RMS**2:
+            return self._echo  # silence decides nothing, and attenuating it costs nothing
+        if self._offset is not None and self._track(x, heard, heard_end):
+            self._echo = True
+            return True
+        due = _SEARCH_SOON if self._echo else _SEARCH_EVERY
+        if self._since_search >= due:
+            self._since_search = 0
+            self._echo = self._search(heard, heard_end)
+        return self._echo
+
+    def _track(self, x: Floats, heard: Samples, heard_end: int) -> bool:
+        """The frame against what was heard at the known offset, give or take TRACK_SLACK."""
+        assert self._offset is not None
+        n = len(x)
+        start = self._mic_end - n + self._offset - TRACK_SLACK - (heard_end - len(heard))
+        stop = start + n + 2 * TRACK_SLACK
+        if start < 0 or stop > len(heard):
+            return False
+        p = heard[start:stop].astype(np.float64)
+        corr = sliding_window_view(p, n) @ x
+        energy = np.concatenate(([0.0], np.cumsum(p * p)))
+        norm = np.sqrt(np.maximum(energy[n:] - energy[:-n], 1e-9) * float(np.dot(x, x)))
+        ratios = corr / norm
+        best = int(np.argmax(ratios))
+        if ratios[best] < ECHO_LIKENESS:
+            return False
+        self._offset += best - TRACK_SLACK  # follow the path as it drifts
+        return True
+
+    def _search(self, heard: Samples, heard_end: int) -> bool:
+        """The last SEARCH_WINDOW_S of microphone against the history, at every lag."""
+        self.searches += 1
+        history = heard[-_HISTORY:]
+        likeness, lag = echo_match(self._mic, history)
+        if likeness < ECHO_LIKENESS:
+            return False
+        # The window's first sample matched history[lag]: that is heard position
+        # heard_end - len(history) + lag, and microphone position mic_end - window.
+        self._offset = heard_end - len(history) + lag - (self._mic_end - len(self._mic))
+        return True
+
+
+def echo_match(mic: Samples | Floats, played: Samples) -> tuple[float, int]:
+    """How much ``mic`` looks like a (delayed, scaled) copy of part of ``played``: the highest
+    normalised cross-correlation over every lag (0..1), and that lag (``mic`` matches
+    ``played[lag : lag + len(mic)]``).
+
+    An echo of what we played correlates strongly at the lag of its round trip, whatever its
+    level; the party's own voice does not. One FFT correlation.
+    """
+    n, total = len(mic), len(played)
+    if n == 0 or total < n:
+        return 0.0, 0
+    m = mic.astype(np.float64)
+    m -= m.mean()
+    mic_energy = float(np.dot(m, m))
+    if mic_energy < n * 10.0**2:  # below ~-70 dBFS: nothing to tell apart
+        return 0.0, 0
+    p = played.astype(np.float64)
+    # Circular correlation over ``size >= total`` points equals the linear one at the lags
+    # used here (0 … total - n: the mic window never wraps past the end of ``played``), and
+    # a 5-smooth length is several times faster than the next power of two above total + n.
+    size = _fast_length(total)
+    corr = np.fft.irfft(np.fft.rfft(p, size) * np.conj(np.fft.rfft(m, size)), size)
+    corr = corr[: total - n + 1]
+    energy = np.concatenate(([0.0], np.cumsum(p * p)))
+    windows = energy[n:] - energy[:-n]
+    ratios = corr / np.sqrt(np.maximum(windows, 1e-9) * mic_energy)
+    best = int(np.argmax(ratios))
+    return float(np.clip(ratios[best], 0.0, 1.0)), best
+
+
+def _fast_length(n: int) -> int:
+    """The smallest 2^a 3^b 5^c >= n: an FFT length pocketfft handles at full speed."""
+    best = 1 << max(0, (n - 1).bit_length())
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            p235 = p35
+            while p235 < n:
+                p235 *= 2
+            best = min(best, p235)
+            p35 *= 3
+        p5 *= 5
+    return best
