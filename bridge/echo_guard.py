@@ -23,7 +23,6 @@ Pure and single-threaded: one guard per leg, called from that party's stream thr
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
 from bridge.audio import TWILIO_RATE_HZ, Samples
@@ -34,10 +33,14 @@ Floats = NDArray[np.float64]
 # through a phone (band-limited, μ-law twice) still scores above 0.8; the party's own voice,
 # or their voice over a weaker echo, scores below 0.4.
 ECHO_LIKENESS = 0.5
+# Likeness at which a match is trusted to locate the echo path (to lock onto it, to move it,
+# to learn the echo's level): an echo through a phone scores above 0.85, while the party talking
+# over the echo, their voice matching some other lag by chance, scores up to ~0.7.
+LOCK_LIKENESS = 0.8
 # What a search compares: long enough that one syllable of speech cannot match by chance.
 SEARCH_WINDOW_S = 0.2
 # Searches are FFTs; while tracking fails they run at most this often (double talk), except
-# that the first energetic frame after the decision was "echo" may search at once.
+# that the first energetic frame after the decision was "echo" may search sooner.
 SEARCH_EVERY_S = 0.1
 SEARCH_SOON_S = 0.04
 # The longest round trip searched for, beyond what Twilio has played: the network both ways
@@ -46,6 +49,9 @@ MAX_ECHO_DELAY_S = 0.6
 # The echo path moves a little (jitter at Twilio, clock drift): tracking looks this far around
 # the known offset (samples, 2 ms).
 TRACK_SLACK = 16
+# Talking over the echo: a frame unlike the echo at the known path passes only if it is this
+# much louder than that echo would be (amplitude ratio, 6 dB).
+DOUBLE_TALK_RATIO = 2.0
 # Frames quieter than this (about -55 dBFS) carry nothing worth translating nor deciding on.
 QUIET_RMS = 58.0
 
@@ -60,20 +66,19 @@ class EchoGuard:
 
     def __init__(self) -> None:
         self._mic = np.zeros(_SEARCH_SAMPLES, dtype=np.float64)  # the last search window
-        self._mic_end = 0  # microphone samples seen since the last reset
-        self._offset: int | None = None  # heard position - microphone position of the echo
-        self._since_search = _SEARCH_EVERY  # microphone samples since the last search
-        self._echo = True
         self.searches = 0  # FFT searches run (for tests and benchmarks)
+        self.reset()
 
     def reset(self) -> None:
         """Nothing of ours is audible: the next playback starts presumed echo until told
         otherwise (its first syllables are enough for the model to translate it back), and its
         echo path is learnt again (Twilio's buffer ran dry in between: the offset moved)."""
         self._mic[:] = 0.0
-        self._mic_end = 0
-        self._offset = None
-        self._since_search = _SEARCH_EVERY
+        self._mic_end = 0  # microphone samples seen since the reset
+        self._offset: int | None = None  # heard position - microphone position of the echo
+        self._gain = 1.0  # the echo's amplitude relative to what was played (last match)
+        self._expected = 0.0  # the echo's energy expected in the frame just tracked
+        self._since_search = _SEARCH_EVERY  # microphone samples since the last search
         self._echo = True
 
     def is_echo(self, frame: Samples, heard: Samples, heard_end: int) -> bool:
@@ -85,50 +90,84 @@ class EchoGuard:
         """
         n = len(frame)
         x = frame.astype(np.float64)
-        self._mic = np.concatenate((self._mic[n:], x))
+        self._mic[:-n] = self._mic[n:]  # in place: this runs for every frame
+        self._mic[-n:] = x
         self._mic_end += n
         self._since_search += n
-        if float(np.dot(x, x)) < n * QUIET_RMS**2:
+        energy = float(np.dot(x, x))
+        if energy < n * QUIET_RMS**2:
             return self._echo  # silence decides nothing, and attenuating it costs nothing
-        if self._offset is not None and self._track(x, heard, heard_end):
+        due = _SEARCH_SOON if self._echo else _SEARCH_EVERY
+        if self._offset is None:
+            if self._since_search >= due:
+                self._echo = self._search(heard, heard_end) >= ECHO_LIKENESS
+            return self._echo
+        if self._track(x, energy, heard, heard_end):
             self._echo = True
             return True
-        due = _SEARCH_SOON if self._echo else _SEARCH_EVERY
+        # Unlike the echo at the known path: the party talking over it, or the path moved
+        # (Twilio played late after a gap, the network's delay changed). A search tells: no
+        # echo in the window, or an echo clearly at a new offset.
         if self._since_search >= due:
-            self._since_search = 0
-            self._echo = self._search(heard, heard_end)
-        return self._echo
+            known = self._offset
+            if self._search(heard, heard_end) < ECHO_LIKENESS:
+                self._echo = False
+                return False
+            if self._offset != known:
+                self._echo = True
+                return True
+        # The window still sounds like the echo at the known path; this frame does not. If it
+        # is no louder than that echo should be, it may be an echo that merely correlates
+        # poorly (a quiet tail blurred by μ-law, a handset damping it): nothing to let through.
+        if energy < self._expected * DOUBLE_TALK_RATIO**2:
+            return self._echo
+        self._echo = False
+        return False
 
-    def _track(self, x: Floats, heard: Samples, heard_end: int) -> bool:
+    def _track(self, x: Floats, energy: float, heard: Samples, heard_end: int) -> bool:
         """The frame against what was heard at the known offset, give or take TRACK_SLACK."""
         assert self._offset is not None
         n = len(x)
         start = self._mic_end - n + self._offset - TRACK_SLACK - (heard_end - len(heard))
         stop = start + n + 2 * TRACK_SLACK
         if start < 0 or stop > len(heard):
+            self._expected = 0.0
             return False
         p = heard[start:stop].astype(np.float64)
-        corr = sliding_window_view(p, n) @ x
-        energy = np.concatenate(([0.0], np.cumsum(p * p)))
-        norm = np.sqrt(np.maximum(energy[n:] - energy[:-n], 1e-9) * float(np.dot(x, x)))
-        ratios = corr / norm
-        best = int(np.argmax(ratios))
-        if ratios[best] < ECHO_LIKENESS:
-            return False
-        self._offset += best - TRACK_SLACK  # follow the path as it drifts
-        return True
-
-    def _search(self, heard: Samples, heard_end: int) -> bool:
-        """The last SEARCH_WINDOW_S of microphone against the history, at every lag."""
-        self.searches += 1
-        history = heard[-_HISTORY:]
-        likeness, lag = echo_match(self._mic, history)
+        # Few lags: a direct correlation costs less than an FFT's overheads. Over 4 ms the
+        # played energy hardly changes, so the best raw correlation is the best match.
+        corr = np.correlate(p, x, "valid")
+        best = int(np.argmax(corr))
+        if corr[TRACK_SLACK] >= 0.95 * corr[best]:
+            best = TRACK_SLACK  # periodic sound matches a period away too: stay put
+        played = p[best : best + n]
+        window = max(float(np.dot(played, played)), 1e-9)
+        self._expected = self._gain**2 * window
+        likeness = float(corr[best]) / np.sqrt(window * energy)
         if likeness < ECHO_LIKENESS:
             return False
+        if likeness >= LOCK_LIKENESS:  # a clean echo: follow the path as it drifts
+            self._gain = float(corr[best]) / window
+            self._offset += best - TRACK_SLACK
+        return True
+
+    def _search(self, heard: Samples, heard_end: int) -> float:
+        """The last SEARCH_WINDOW_S of microphone against the history, at every lag: the best
+        likeness. A match good enough to trust (re)locates the echo path."""
+        self.searches += 1
+        self._since_search = 0
+        history = heard[-_HISTORY:]
+        likeness, lag = echo_match(self._mic, history)
+        if likeness < LOCK_LIKENESS:
+            return likeness
         # The window's first sample matched history[lag]: that is heard position
         # heard_end - len(history) + lag, and microphone position mic_end - window.
-        self._offset = heard_end - len(history) + lag - (self._mic_end - len(self._mic))
-        return True
+        offset = heard_end - len(history) + lag - (self._mic_end - len(self._mic))
+        if self._offset is None or abs(offset - self._offset) > TRACK_SLACK:
+            self._offset = offset
+        played = history[lag : lag + len(self._mic)].astype(np.float64)
+        self._gain = float(np.dot(played, self._mic)) / max(float(np.dot(played, played)), 1e-9)
+        return likeness
 
 
 def echo_match(mic: Samples | Floats, played: Samples) -> tuple[float, int]:

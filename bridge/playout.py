@@ -103,6 +103,8 @@ class Playout:
         self._play_end = 0.0
         self._translated_until = 0.0  # when the last translated frame sent ends playing
         self._played = np.zeros(int(PLAYED_HISTORY_S * TWILIO_RATE_HZ), dtype=np.int16)
+        self._played_end = 0  # stream position after _played's last sample (silences too)
+        self._dry_owed = 0.0  # silence not yet in _played (a fraction of a sample)
         self._marks: dict[str, float] = {}  # sent, not yet echoed: name → chunk seconds
         self._mark_seq = 0
         self._clear_pending = False
@@ -168,11 +170,23 @@ class Playout:
 
     def heard(self, now: float) -> tuple[Samples, int]:
         """What of :meth:`played` Twilio has begun playing by ``now`` (what Twilio still holds
-        cannot be echoing yet), and the stream position (samples sent since the start) just
-        after its last sample, so that positions stay comparable as the history slides."""
+        cannot be echoing yet), and the stream position (samples played since the start,
+        silences included) just after its last sample, so that positions stay comparable as
+        the history slides."""
         unheard = min(len(self._played), round(self.buffered_s(now) * TWILIO_RATE_HZ))
-        sent = self.frames_sent * FRAME_SAMPLES
-        return self._played[: len(self._played) - unheard], sent - unheard
+        return self._played[: len(self._played) - unheard], self._played_end - unheard
+
+    def _ran_dry(self, seconds: float) -> None:
+        """Twilio's buffer ran dry ``seconds`` ago: the listener heard silence meanwhile. It goes
+        into the history too, so that the echo path (how far what was heard runs ahead of the
+        microphone) stays put across pauses instead of jumping by each pause's length."""
+        self._dry_owed += seconds * TWILIO_RATE_HZ
+        count = int(self._dry_owed)
+        self._dry_owed -= count
+        self._played_end += count
+        count = min(count, len(self._played))
+        if count:
+            self._played = np.concatenate((self._played[count:], np.zeros(count, np.int16)))
 
     # -- output -----------------------------------------------------------------------------
 
@@ -182,6 +196,8 @@ class Playout:
         if self._clear_pending:
             self._clear_pending = False
             out.append(ClearOut())
+        if now > self._play_end:
+            self._ran_dry(now - self._play_end)
         self._play_end = max(self._play_end, now)
         while True:
             has_pt = len(self._pt) >= FRAME_SAMPLES
@@ -202,6 +218,7 @@ class Playout:
             frame = mix(translated, passthrough, self._gain, target)
             out.append(Frame(frame))
             self._played = np.concatenate((self._played[len(frame) :], frame))
+            self._played_end += len(frame)
             self._gain = target
             self._play_end += FRAME_S
             self.frames_sent += 1
