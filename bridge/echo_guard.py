@@ -85,8 +85,9 @@ class EchoGuard:
         """Whether ``frame`` (the party's microphone, 8 kHz) is our echo.
 
         ``heard`` is the recent history of what was sent to the party and has begun playing,
-        oldest first; ``heard_end`` is the stream position (samples sent since the start) of
-        its last sample, so positions stay comparable while the history slides.
+        oldest first; ``heard_end`` is the stream position (samples heard since the start,
+        silences included) of its last sample, so positions stay comparable while the history
+        slides and across pauses (Playout.heard).
         """
         n = len(frame)
         x = frame.astype(np.float64)

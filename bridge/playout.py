@@ -42,8 +42,8 @@ PASSTHROUGH_LEAD_S = 0.04
 # and through the room: the echo guard stays on this much longer.
 ECHO_TAIL_S = 0.5
 _MAX_MARKS = 256
-# How much of what we sent is kept to recognise its echo: the round trip to the handset and
-# back (Twilio, the phone network, the room) plus Twilio's buffer.
+# How much of what was heard is kept to recognise its echo: the round trip to the handset and
+# back (Twilio, the phone network, the room). What Twilio holds unplayed is kept on top.
 PLAYED_HISTORY_S = 1.0
 
 
@@ -102,7 +102,10 @@ class Playout:
         self._pt = np.zeros(0, dtype=np.int16)
         self._play_end = 0.0
         self._translated_until = 0.0  # when the last translated frame sent ends playing
-        self._played = np.zeros(int(PLAYED_HISTORY_S * TWILIO_RATE_HZ), dtype=np.int16)
+        # Kept beyond what Twilio holds unplayed (up to the lead), or with a second of lead the
+        # audio now echoing would already be gone.
+        history_s = PLAYED_HISTORY_S + max_ahead_s
+        self._played = np.zeros(int(history_s * TWILIO_RATE_HZ), dtype=np.int16)
         self._played_end = 0  # stream position after _played's last sample (silences too)
         self._dry_owed = 0.0  # silence not yet in _played (a fraction of a sample)
         self._marks: dict[str, float] = {}  # sent, not yet echoed: name → chunk seconds
@@ -165,7 +168,8 @@ class Playout:
         return now < self._translated_until + ECHO_TAIL_S
 
     def played(self) -> Samples:
-        """The last PLAYED_HISTORY_S of what was sent to this listener (oldest first)."""
+        """The last PLAYED_HISTORY_S (plus the lead) of what was sent to this listener (oldest
+        first)."""
         return self._played
 
     def heard(self, now: float) -> tuple[Samples, int]:
@@ -173,6 +177,9 @@ class Playout:
         cannot be echoing yet), and the stream position (samples played since the start,
         silences included) just after its last sample, so that positions stay comparable as
         the history slides."""
+        if now > self._play_end:  # running dry now: that silence is being heard too
+            self._ran_dry(now - self._play_end)
+            self._play_end = now
         unheard = min(len(self._played), round(self.buffered_s(now) * TWILIO_RATE_HZ))
         return self._played[: len(self._played) - unheard], self._played_end - unheard
 
