@@ -39,10 +39,13 @@ ECHO_LIKENESS = 0.5
 LOCK_LIKENESS = 0.8
 # What a search compares: long enough that one syllable of speech cannot match by chance.
 SEARCH_WINDOW_S = 0.2
-# Searches are FFTs; while tracking fails they run at most this often (double talk), except
-# that the first energetic frame after the decision was "echo" may search sooner.
+# Searches are FFTs (~300 us). On average at most one per SEARCH_EVERY_S (the old guard's
+# rate), in bursts of up to SEARCH_BURST; while the decision is "echo" and a frame does not
+# track, the next may come SEARCH_SOON_S after the last, so talking over the echo is let
+# through quickly.
 SEARCH_EVERY_S = 0.1
 SEARCH_SOON_S = 0.04
+SEARCH_BURST = 2.0
 # The longest round trip searched for, beyond what Twilio has played: the network both ways
 # plus the room (measured speakerphones: 20-200 ms acoustic, 100-300 ms network).
 MAX_ECHO_DELAY_S = 0.6
@@ -79,6 +82,7 @@ class EchoGuard:
         self._gain = 1.0  # the echo's amplitude relative to what was played (last match)
         self._expected = 0.0  # the echo's energy expected in the frame just tracked
         self._since_search = _SEARCH_EVERY  # microphone samples since the last search
+        self._search_credit = SEARCH_BURST  # searches that may run now (refills over time)
         self._echo = True
 
     def is_echo(self, frame: Samples, heard: Samples, heard_end: int) -> bool:
@@ -95,12 +99,12 @@ class EchoGuard:
         self._mic[-n:] = x
         self._mic_end += n
         self._since_search += n
+        self._search_credit = min(SEARCH_BURST, self._search_credit + n / _SEARCH_EVERY)
         energy = float(np.dot(x, x))
         if energy < n * QUIET_RMS**2:
             return self._echo  # silence decides nothing, and attenuating it costs nothing
-        due = _SEARCH_SOON if self._echo else _SEARCH_EVERY
         if self._offset is None:
-            if self._since_search >= due:
+            if self._may_search():
                 self._echo = self._search(heard, heard_end) >= ECHO_LIKENESS
             return self._echo
         if self._track(x, energy, heard, heard_end):
@@ -109,7 +113,7 @@ class EchoGuard:
         # Unlike the echo at the known path: the party talking over it, or the path moved
         # (Twilio played late after a gap, the network's delay changed). A search tells: no
         # echo in the window, or an echo clearly at a new offset.
-        if self._since_search >= due:
+        if self._may_search():
             known = self._offset
             if self._search(heard, heard_end) < ECHO_LIKENESS:
                 self._echo = False
@@ -124,6 +128,11 @@ class EchoGuard:
             return self._echo
         self._echo = False
         return False
+
+    def _may_search(self) -> bool:
+        if self._search_credit < 1.0:
+            return False
+        return self._since_search >= (_SEARCH_SOON if self._echo else _SEARCH_EVERY)
 
     def _track(self, x: Floats, energy: float, heard: Samples, heard_end: int) -> bool:
         """The frame against what was heard at the known offset, give or take TRACK_SLACK."""
@@ -157,6 +166,7 @@ class EchoGuard:
         likeness. A match good enough to trust (re)locates the echo path."""
         self.searches += 1
         self._since_search = 0
+        self._search_credit -= 1.0
         history = heard[-_HISTORY:]
         likeness, lag = echo_match(self._mic, history)
         if likeness < LOCK_LIKENESS:

@@ -161,6 +161,8 @@ def test_echo_never_reaches_the_engine(delay_ms: int, level_db: int, passthrough
         outcome = call(delay_ms / 1000, level_db, seed, passthrough=passthrough)
         assert sum(e > QUIET_RMS for e in outcome.echo_rms) > 200, "the echo was there"
         assert outcome.leaked() == [], f"seed {seed}: echo frames let through"
+        # Tracking a found echo needs no FFT: a few searches a call, not one per 100 ms.
+        assert outcome.searches < outcome.decisions / 50
 
 
 @pytest.mark.parametrize("passthrough", [True, False], ids=["passthrough", "translation-only"])
@@ -172,3 +174,5 @@ def test_the_agent_talking_over_the_echo_still_reaches_the_engine(
     outcome = call(delay_ms / 1000, level_db, 0, double_talk=True, passthrough=passthrough)
     assert outcome.speech_passed() > 0.8, "the agent's speech, clearly above the echo, passes"
     assert outcome.leaked() == [], "and where the agent pauses, the echo does not"
+    # The FFT searches cost what the old guard's checks did at most: one per 100 ms (5 frames).
+    assert outcome.searches <= outcome.decisions / 5 + 2
