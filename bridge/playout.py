@@ -188,7 +188,7 @@ class Playout:
         into the history too, so that the echo path (how far what was heard runs ahead of the
         microphone) stays put across pauses instead of jumping by each pause's length."""
         self._dry_owed += seconds * TWILIO_RATE_HZ
-        count = int(self._dry_owed)
+        count = int(self._dry_owed + 1e-6)  # 1.0 s of float clock can be 7999.9999 samples
         self._dry_owed -= count
         self._played_end += count
         count = min(count, len(self._played))

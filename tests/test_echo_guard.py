@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from bridge.audio import Pcm16, pcm16_to_ulaw, ulaw_to_pcm16
-from bridge.echo_guard import QUIET_RMS, EchoGuard
+from bridge.echo_guard import MAX_ECHO_DELAY_S, QUIET_RMS, EchoGuard
 from bridge.mixer import db_to_gain
 from bridge.playout import Frame, MarkOut, Playout
 from bridge.resample import Downsampler24kTo8k
@@ -176,3 +176,22 @@ def test_the_agent_talking_over_the_echo_still_reaches_the_engine(
     assert outcome.leaked() == [], "and where the agent pauses, the echo does not"
     # The FFT searches cost what the old guard's checks did at most: one per 100 ms (5 frames).
     assert outcome.searches <= outcome.decisions / 5 + 2
+
+
+def test_heard_history_leaves_out_what_twilio_holds_and_counts_the_silence_it_played() -> None:
+    """The guard's input: what has begun playing, on a timeline where pauses take their time."""
+    playout = Playout(max_ahead_s=1.0)
+    speech = TRANSLATION_24K[::3][: RATE // 2].copy()  # 500 ms
+    speech[speech == 0] = 1
+    playout.push(speech, 0.0, 0.0)
+    playout.due(0.0)  # all of it goes to Twilio at once (a second of lead)
+    heard, end = playout.heard(0.2)
+    # 200 ms of it has played: the rest cannot be echoing yet.
+    assert np.array_equal(heard[-1600:], speech[:1600])
+    start = end - 1600
+    heard, end = playout.heard(1.5)  # played out at 0.5 s, then a second of silence
+    assert end == start + RATE // 2 + RATE
+    assert np.array_equal(heard[-RATE - RATE // 2 : -RATE], speech)
+    assert not heard[-RATE:].any()
+    # A second of lead is kept on top of the echo's round trip.
+    assert len(heard) >= RATE + int(MAX_ECHO_DELAY_S * RATE)
