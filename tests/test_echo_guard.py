@@ -11,6 +11,8 @@ guard decides what reaches the engine, exactly as CallLeg.guard_input does.
 
 from __future__ import annotations
 
+import base64
+import json
 import random
 import time
 from dataclasses import dataclass, field
@@ -20,6 +22,8 @@ import pytest
 
 from bridge.audio import Pcm16, pcm16_to_ulaw, ulaw_to_pcm16
 from bridge.echo_guard import MAX_ECHO_DELAY_S, QUIET_RMS, EchoGuard
+from bridge.leg import CallLeg, LegConfig
+from bridge.metrics import Metrics
 from bridge.mixer import db_to_gain
 from bridge.playout import Frame, MarkOut, Playout
 from bridge.resample import Downsampler24kTo8k
@@ -195,3 +199,45 @@ def test_heard_history_leaves_out_what_twilio_holds_and_counts_the_silence_it_pl
     assert not heard[-RATE:].any()
     # A second of lead is kept on top of the echo's round trip.
     assert len(heard) >= RATE + int(MAX_ECHO_DELAY_S * RATE)
+
+
+class _Socket:
+    """The leg's Media Stream socket: what the leg's writer sends, decoded."""
+
+    def __init__(self) -> None:
+        self.media = bytearray()
+
+    def send(self, data: str) -> None:
+        message = json.loads(data)
+        if message["event"] == "media":
+            self.media += base64.b64decode(message["media"]["payload"])
+
+    def close(self, reason: int | None = None, message: str | None = None) -> None:
+        pass
+
+
+def test_an_echo_after_silence_is_attenuated_from_its_first_frame() -> None:
+    """The leg end to end (CallLeg.guard_input): the echo returns after 220 ms of silence.
+    The old guard decided every 100 ms from the 200 ms before and applied it to the next
+    100 ms: a silent window meant "not echo", and the echo's first 100 ms went through."""
+    now = [0.0]
+    ws = _Socket()
+    leg = CallLeg("CAecho", "agent", Metrics(), LegConfig(echo_guard_db=-30.0), lambda: now[0])
+    assert leg.attach(ws, "MZecho")
+    leg.play(Pcm16(TRANSLATION_24K[12000 : 12000 + 14400], 24000), 0.0)  # 600 ms of speech
+    deadline = time.monotonic() + 10.0
+    while len(ws.media) < 4800:  # the writer sends it all at once (a second of lead)
+        assert time.monotonic() < deadline, "the leg never sent the translation"
+        time.sleep(0.005)
+    played = ulaw_to_pcm16(bytes(ws.media)).samples.astype(np.float64)
+    lag = round(0.22 * RATE)
+    echo = np.concatenate((np.zeros(lag), np.convolve(played * 0.5, BAND, "same")))
+    let_through = []
+    for k in range(0, len(played), FRAME):
+        now[0] += FRAME / RATE  # each microphone frame arrives as Twilio plays ours
+        mic = ulaw_to_pcm16(pcm16_to_ulaw(Pcm16(echo[k : k + FRAME].astype(np.int16), RATE)))
+        out = leg.guard_input(mic).samples
+        if _rms(mic.samples) > QUIET_RMS and _rms(out) > 0.1 * _rms(mic.samples):
+            let_through.append(k // FRAME)
+    leg.close()
+    assert let_through == []
