@@ -105,6 +105,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     live.start()
     app.extensions["bridge.records.store"] = store
     app.extensions["bridge.web.live"] = live
+    if settings.redis_url is not None:
+        from bridge.cluster.book import RedisCallBook
+
+        if isinstance(control.book, RedisCallBook):
+            # Whether a call is in progress anywhere: the API answers for the whole cluster.
+            app.extensions["bridge.shared_calls"] = control.book
     app.register_blueprint(api_bp)
     app.register_blueprint(console_bp)  # /console: the live console page (bridge/web/console.py)
 

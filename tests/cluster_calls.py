@@ -16,7 +16,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+import requests
 
 from bridge.records.store import CallStore
 from bridge.records.views import CallDetail
@@ -33,6 +36,7 @@ from tests.fakes.twilio import FakeTwilio
 
 # kind → the instance (index) that gets it; a tuple takes turns (round robin).
 Plan = Mapping[str, int | tuple[int, ...]]
+ADMIN_TOKEN = "cluster-admin-token-4e1d"
 
 
 @dataclass
@@ -82,6 +86,15 @@ class Cluster:
                 time.sleep(0.1)
 
 
+def api(bridge: BridgeProcess, path: str) -> Any:
+    """GET one admin API route of one instance: its JSON."""
+    got = requests.get(
+        f"{bridge.url}{path}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10
+    )
+    assert got.status_code == 200, f"{bridge.url}{path}: {got.status_code} {got.text}"
+    return got.json()
+
+
 def kill_instance(bridge: BridgeProcess) -> None:
     """SIGKILL the instance: its worker first would be respawned, its master alone would
     leave the worker to drain politely. Both at once, as a host that loses power."""
@@ -115,6 +128,7 @@ def cluster_stack(
             "ENGINE": "openai",
             "OPENAI_API_KEY": OPENAI_KEY,
             "OPENAI_BASE_URL": openai.base_url,
+            "ADMIN_TOKEN": ADMIN_TOKEN,
             **(env or {}),
         }
         # One after another: the first one's start-up creates the schema.

@@ -1,4 +1,4 @@
-"""Sample arithmetic for what a listener hears: levels, the passthrough mix, the echo guard.
+"""Sample arithmetic for what a listener hears: levels, the passthrough mix, the echo guard's gain.
 
 Pure functions on 8 kHz int16 frames; no state but what callers pass in.
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from bridge.audio.echo_guard import echo_match
 from bridge.audio.pcm import Samples
 
 INT16_MIN, INT16_MAX = -32768, 32767
@@ -87,46 +88,6 @@ def scale(samples: Samples, gain: float) -> Samples:
 
 
 def echo_likeness(mic: Samples, played: Samples) -> float:
-    """How much ``mic`` looks like a (delayed, scaled) copy of part of ``played``: the highest
-    normalised cross-correlation over every lag, 0..1.
-
-    An echo of what we played correlates strongly at the lag of its round trip, whatever its
-    level; the party's own voice does not. One FFT correlation, so checking 200 ms of
-    microphone against the last second of playback costs tens of microseconds.
-    """
-    n, total = len(mic), len(played)
-    if n == 0 or total < n:
-        return 0.0
-    m = mic.astype(np.float64)
-    m -= m.mean()
-    mic_energy = float(np.dot(m, m))
-    if mic_energy < n * 10.0**2:  # below ~-70 dBFS: nothing to tell apart
-        return 0.0
-    p = played.astype(np.float64)
-    # Circular correlation over ``size >= total`` points equals the linear one at the lags
-    # used here (0 … total - n: the mic window never wraps past the end of ``played``), and
-    # a 5-smooth length (8000 for the usual second of history) is ~4x faster than the next
-    # power of two above total + n.
-    size = _fast_length(total)
-    corr = np.fft.irfft(np.fft.rfft(p, size) * np.conj(np.fft.rfft(m, size)), size)
-    corr = corr[: total - n + 1]
-    energy = np.concatenate(([0.0], np.cumsum(p * p)))
-    windows = energy[n:] - energy[:-n]
-    norm = np.sqrt(np.maximum(windows, 1e-9) * mic_energy)
-    return float(np.clip(np.max(corr / norm), 0.0, 1.0))
-
-
-def _fast_length(n: int) -> int:
-    """The smallest 2^a 3^b 5^c >= n: an FFT length pocketfft handles at full speed."""
-    best = 1 << max(0, (n - 1).bit_length())
-    p5 = 1
-    while p5 < best:
-        p35 = p5
-        while p35 < best:
-            p235 = p35
-            while p235 < n:
-                p235 *= 2
-            best = min(best, p235)
-            p35 *= 3
-        p5 *= 5
-    return best
+    """How much ``mic`` looks like a (delayed, scaled) copy of part of ``played``, 0..1 (the
+    echo guard's measure: :func:`bridge.echo_guard.echo_match`)."""
+    return echo_match(mic, played)[0]

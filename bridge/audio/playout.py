@@ -53,8 +53,8 @@ PASSTHROUGH_LEAD_S = 0.04
 # and through the room: the echo guard stays on this much longer.
 ECHO_TAIL_S = 0.5
 _MAX_MARKS = 256
-# How much of what we sent is kept to recognise its echo: the round trip to the handset and
-# back (Twilio, the phone network, the room) plus Twilio's buffer.
+# How much of what was heard is kept to recognise its echo: the round trip to the handset and
+# back (Twilio, the phone network, the room). What Twilio holds unplayed is kept on top.
 PLAYED_HISTORY_S = 1.0
 
 
@@ -114,7 +114,12 @@ class Playout:
         self._pt = np.zeros(0, dtype=np.int16)
         self._play_end = 0.0
         self._translated_until = 0.0  # when the last translated frame sent ends playing
-        self._played = np.zeros(int(PLAYED_HISTORY_S * TWILIO_RATE_HZ), dtype=np.int16)
+        # Kept beyond what Twilio holds unplayed (up to the lead), or with a second of lead the
+        # audio now echoing would already be gone.
+        history_s = PLAYED_HISTORY_S + max_ahead_s
+        self._played = np.zeros(int(history_s * TWILIO_RATE_HZ), dtype=np.int16)
+        self._played_end = 0  # stream position after _played's last sample (silences too)
+        self._dry_owed = 0.0  # silence not yet in _played (a fraction of a sample)
         self._marks: dict[str, float] = {}  # sent, not yet echoed: name → chunk seconds
         self._mark_seq = 0
         self._clear_pending = False
@@ -210,8 +215,32 @@ class Playout:
         return now < self._translated_until + ECHO_TAIL_S
 
     def played(self) -> Samples:
-        """The last PLAYED_HISTORY_S of what was sent to this listener (oldest first)."""
+        """The last PLAYED_HISTORY_S (plus the lead) of what was sent to this listener (oldest
+        first)."""
         return self._played
+
+    def heard(self, now: float) -> tuple[Samples, int]:
+        """What of :meth:`played` Twilio has begun playing by ``now`` (what Twilio still holds
+        cannot be echoing yet), and the stream position (samples played since the start,
+        silences included) just after its last sample, so that positions stay comparable as
+        the history slides."""
+        if now > self._play_end:  # running dry now: that silence is being heard too
+            self._ran_dry(now - self._play_end)
+            self._play_end = now
+        unheard = min(len(self._played), round(self.buffered_s(now) * TWILIO_RATE_HZ))
+        return self._played[: len(self._played) - unheard], self._played_end - unheard
+
+    def _ran_dry(self, seconds: float) -> None:
+        """Twilio's buffer ran dry ``seconds`` ago: the listener heard silence meanwhile. It goes
+        into the history too, so that the echo path (how far what was heard runs ahead of the
+        microphone) stays put across pauses instead of jumping by each pause's length."""
+        self._dry_owed += seconds * TWILIO_RATE_HZ
+        count = int(self._dry_owed + 1e-6)  # 1.0 s of float clock can be 7999.9999 samples
+        self._dry_owed -= count
+        self._played_end += count
+        count = min(count, len(self._played))
+        if count:
+            self._played = np.concatenate((self._played[count:], np.zeros(count, np.int16)))
 
     # -- output -----------------------------------------------------------------------------
 
@@ -221,6 +250,8 @@ class Playout:
         if self._clear_pending:
             self._clear_pending = False
             out.append(ClearOut())
+        if now > self._play_end:
+            self._ran_dry(now - self._play_end)
         self._play_end = max(self._play_end, now)
         while True:
             ready = self._translation_ready(now)
@@ -241,6 +272,7 @@ class Playout:
             frame = mix(translated, passthrough, self._gain, target)
             out.append(Frame(frame))
             self._played = np.concatenate((self._played[len(frame) :], frame))
+            self._played_end += len(frame)
             self._gain = target
             self._play_end += FRAME_S
             self.frames_sent += 1

@@ -119,6 +119,9 @@ class CallBook(Protocol):
     def wait_ended_elsewhere(self, sid: str, timeout: float) -> None:
         """Wait for the instance ending ``sid`` to finish its notices."""
 
+    def end_reason(self, sid: str) -> str | None:
+        """Why the instance that ended ``sid`` ended it, if another instance did."""
+
 
 class MemoryCallBook:
     """Calls in this process only: a table by either leg's CallSid."""
@@ -257,6 +260,9 @@ class MemoryCallBook:
 
     def wait_ended_elsewhere(self, sid: str, timeout: float) -> None:
         """Never called: one process ends its own calls."""
+
+    def end_reason(self, sid: str) -> str | None:
+        return None
 
     @property
     def _control(self) -> CallControl:

@@ -34,7 +34,8 @@ EndReason = Literal[
     "engine_failed",
     "engine_out_of_credit",
     "stream_rejected",
-    # The party's Media Stream stopped taking our audio (bridge/inline_ws.py's WRITE_STALL_S).
+    # The party's Media Stream stopped taking our audio (WRITE_STALL_S in
+    # bridge/telephony/stream_socket.py).
     "stream_stalled",
     "time_limit",
     "shutdown",

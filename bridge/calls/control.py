@@ -83,7 +83,11 @@ class CallControl:
         self._status = StatusCallbacks(self.book, self.hub, self._teardowns)
         self._draining = threading.Event()
         self._watchdog: threading.Thread | None = None
-        self._drainer: threading.Thread | None = None
+        # Shutdown: claimed once without blocking (a second SIGTERM may interrupt the first
+        # one's handler in the same thread, where a held lock would deadlock), then waited on
+        # through ``_drained``, never by joining a thread that may not have started yet.
+        self._shutdown_claim = threading.Lock()
+        self._drained = threading.Event()
 
     def start(self) -> None:
         """Start serving (several instances: join the cluster; raises if Redis is
@@ -365,28 +369,32 @@ class CallControl:
     # -- shutdown ---------------------------------------------------------------------------
 
     def begin_shutdown(self) -> None:
-        """Stop admitting calls; after the grace period end the rest with a notice."""
-        with self._lock:
-            if self._drainer is not None:
-                return
-            self._draining.set()
-            self._drainer = threading.Thread(target=self._drain, name="drainer", daemon=True)
+        """Stop admitting calls; after the grace period end the rest with a notice.
+        Idempotent, and safe to re-enter from a signal handler: only the first call acts."""
+        if not self._shutdown_claim.acquire(blocking=False):
+            return  # never released: a control drains once
+        self._draining.set()
         log.info(
             "shutting down: no new calls; %d active get %d s to finish",
             len(self.active_calls()),
             self._settings.shutdown_grace_s,
         )
-        self._drainer.start()
+        threading.Thread(target=self._drain, name="drainer", daemon=True).start()
 
     def _drain(self) -> None:
-        deadline = time.monotonic() + self._settings.shutdown_grace_s
-        while any(not c.ended.is_set() for c in self.active_calls()) and (
-            time.monotonic() < deadline
-        ):
-            time.sleep(0.2)
-        for call in self.active_calls():
-            self.end(call, "shutdown", notice="shutdown", notify_agent=True)
-        self.wait_for_teardowns(SESSION_JOIN_S + 10.0)
+        try:
+            deadline = time.monotonic() + self._settings.shutdown_grace_s
+            while any(not c.ended.is_set() for c in self.active_calls()) and (
+                time.monotonic() < deadline
+            ):
+                time.sleep(0.2)
+            for call in self.active_calls():
+                self.end(call, "shutdown", notice="shutdown", notify_agent=True)
+            self.wait_for_teardowns(SESSION_JOIN_S + 10.0)
+        except Exception:  # thread boundary: whoever waits for the drain must still be freed
+            log.exception("drain failed")
+        finally:
+            self._drained.set()
 
     def wait_for_teardowns(self, timeout: float) -> None:
         self._teardowns.wait(timeout)
@@ -397,9 +405,8 @@ class CallControl:
         return self._settings.shutdown_grace_s + SESSION_JOIN_S + 12.0
 
     def finish_shutdown(self, timeout: float) -> None:
-        """Block until the drain is over (gunicorn's worker_exit), at most ``timeout``."""
+        """Block until the drain is over (gunicorn's worker_exit), at most ``timeout``.
+        Idempotent; any thread, while another is still beginning the drain."""
         self.begin_shutdown()
-        drainer = self._drainer
-        if drainer is not None:
-            drainer.join(timeout)
+        self._drained.wait(timeout)
         self.book.leave()

@@ -80,6 +80,10 @@ class CallEnded:
     at: datetime
     reason: str
     detail: str
+    # Several instances (bridge/cluster/book.py): another instance ended the call and records its
+    # end; this one only lets go of its parts. Its live view learns the call is over; its
+    # store writer writes nothing (the claimer's record holds the end and its detail).
+    elsewhere: bool = False
 
 
 CallEvent = (

@@ -1,12 +1,12 @@
 """One party's side of a call: its Media Stream socket and what it hears.
 
-Concurrency: the Media Stream's request thread only *reads* the socket. A per-leg writer
-thread is the socket's single writer: it drains the leg's :class:`Playout` (frames, marks,
-clears), writes the replies the reader queued (pongs), and is the one that closes the socket. Its
-writes never block (bridge/telephony/stream_socket.py): what the socket cannot take yet is retried
-every ``BACKLOG_RETRY_S``, and a peer that stops reading ends the leg (``write_stalled``). Audio for
-the leg arrives from other threads (the engine's readers, the other party's stream); the leg owns
-the 24 → 8 kHz resampler of its outbound stream and guards it with its own lock.
+Concurrency: the Media Stream's request thread only *reads* the socket. A per-leg writer thread is
+the socket's single writer: it drains the leg's :class:`Playout` (frames, marks, clears), writes the
+replies the reader queued (pongs), and is the one that closes the socket. Its writes never block
+(bridge/telephony/stream_socket.py): what the socket cannot take yet is retried every
+``BACKLOG_RETRY_S``, and a peer that stops reading ends the leg (``write_stalled``). Audio for the
+leg arrives from other threads (the engine's readers, the other party's stream); the leg owns the 24
+→ 8 kHz resampler of its outbound stream and guards it with its own lock.
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-import numpy as np
-
-from bridge.audio.mixer import db_to_gain, echo_likeness, scale
-from bridge.audio.pcm import ENGINE_RATE_HZ, TWILIO_RATE_HZ, Pcm16, Samples, pcm16_to_ulaw
+from bridge.audio.echo_guard import EchoGuard
+from bridge.audio.mixer import db_to_gain, scale
+from bridge.audio.pcm import ENGINE_RATE_HZ, TWILIO_RATE_HZ, Pcm16, pcm16_to_ulaw
 from bridge.audio.playout import ClearOut, Frame, Outbound, Playout
 from bridge.audio.resample import RATE_16K_HZ, Downsampler16kTo8k, Downsampler24kTo8k
 from bridge.ops.logs import call_logger
@@ -39,11 +38,6 @@ BACKLOG_RETRY_S = 0.02
 # absorbs network jitter towards Twilio. Without it, a second of translation may be queued.
 LEAD_WITH_PASSTHROUGH_S = 0.1
 LEAD_TRANSLATION_ONLY_S = 1.0
-# Telling echo from the party talking over the translation (double talk): every ECHO_CHECK_S
-# the last ECHO_CHECK_S of microphone audio is correlated with what we played lately; an echo
-# is a delayed, scaled copy of it whatever its level, the party's own voice is not.
-ECHO_CHECK_S = 0.2
-ECHO_LIKENESS = 0.5
 
 
 class MediaSocket(Protocol):
@@ -128,9 +122,7 @@ class CallLeg:
         self._guard_gain = (
             None if config.echo_guard_db is None else db_to_gain(config.echo_guard_db)
         )
-        self._mic = np.zeros(0, dtype=np.int16)  # the last ECHO_CHECK_S heard from this party
-        self._mic_checked = 0  # samples since the last check
-        self._echo_like = True
+        self._echo = EchoGuard()  # tells echo from double talk (bridge/audio/echo_guard.py)
         self._downsampler = Downsampler24kTo8k()
         self._downsampler16 = Downsampler16kTo8k()  # engines that speak 16 kHz (Bland pcm16)
         self._resample_lock = threading.Lock()
@@ -234,29 +226,16 @@ class CallLeg:
         now = self._clock()
         with self._cond:
             audible = self._playout.translation_audible(now)
-            played = self._playout.played()
+            heard, heard_end = self._playout.heard(now)
         if not audible:
-            # Until the first check of the next playback, assume its echo: the first syllables
-            # of an echo are enough for the model to start translating it back.
-            self._echo_like = True
-            self._mic_checked = 0
+            self._echo.reset()
             return audio
-        if self._looks_like_echo(audio.samples, played):
+        if self._echo.is_echo(audio.samples, heard, heard_end):
             self._metrics.echo_guarded_seconds.labels(self.role).inc(
                 len(audio.samples) / audio.rate_hz
             )
             return Pcm16(scale(audio.samples, self._guard_gain), audio.rate_hz)
         return audio
-
-    def _looks_like_echo(self, samples: Samples, played: Samples) -> bool:
-        """Re-decided every ECHO_CHECK_S (called from this party's stream thread only)."""
-        window = int(ECHO_CHECK_S * TWILIO_RATE_HZ)
-        self._mic = np.concatenate((self._mic, samples))[-window:]
-        self._mic_checked += len(samples)
-        if self._mic_checked >= window // 2 and len(self._mic) == window:
-            self._mic_checked = 0
-            self._echo_like = echo_likeness(self._mic, played) >= ECHO_LIKENESS
-        return self._echo_like
 
     def on_mark(self, name: str) -> None:
         """Twilio played everything we queued before mark ``name``."""

@@ -153,7 +153,12 @@ class Teardowns:
         call.flush_transcript()
         if held:
             self._metrics.active_calls.dec()
-        if publish_end:
+        if not publish_end:
+            # Ended by another instance, which records the end: this one's live view (the API,
+            # the console) must still learn the call is over, with the claimer's reason.
+            reason = self._book.end_reason(call.sid) or call.end_reason or "unknown"
+            self._hub.publish(CallEnded(call.sid, _utcnow(), reason, "", elsewhere=True))
+        else:
             self._hub.publish(
                 CallEnded(call.sid, _utcnow(), call.end_reason or "unknown", call.end_detail)
             )
@@ -164,10 +169,12 @@ class Teardowns:
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
+        # Started under the lock: a drain joins only started threads, and pruning the finished
+        # ones (``is_alive`` is False before start too) never drops one not yet begun.
         with self._lock:
             self._threads = [t for t in self._threads if t.is_alive()]
+            thread.start()
             self._threads.append(thread)
-        thread.start()
 
     def _end_leg(
         self,

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TypeVar
 
@@ -273,6 +273,14 @@ class RedisCallBook(MemoryCallBook):
 
     def wait_ended_elsewhere(self, sid: str, timeout: float) -> None:
         self._ended_signal(sid).wait(timeout)
+
+    def end_reason(self, sid: str) -> str | None:
+        return self._quietly(lambda: self.registry.end_reason(sid))
+
+    def live_calls(self, sids: Sequence[str]) -> set[str] | None:
+        """Which of these calls are in progress on any instance (None: Redis cannot say);
+        the admin API answers for the whole cluster from it (bridge/web/api_shared.py)."""
+        return self._quietly(lambda: self.registry.live(sids))
 
     def forget(self, call: Call) -> bool:
         held = super().forget(call)

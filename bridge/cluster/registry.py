@@ -214,6 +214,26 @@ class CallRegistry:
     def ended(self, sid: str) -> bool:
         return bool(self.client.exists(end_key(sid)))
 
+    def end_reason(self, sid: str) -> str | None:
+        """Why the call ended, as its claimer said (None: not ended, or the claim expired)."""
+        found = self.client.get(end_key(sid))
+        return None if found is None else _text(found)
+
+    def live(self, sids: Sequence[str]) -> set[str]:
+        """Which of these calls (caller's CallSids) are in progress anywhere in the cluster:
+        still held by some instance (their key expires soon after the last one stops) and not
+        ended. One round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for sid in sids:
+            pipe.exists(call_key(sid))
+            pipe.exists(end_key(sid))
+        found = pipe.execute()
+        return {
+            sid
+            for sid, held, ended in zip(sids, found[::2], found[1::2], strict=True)
+            if held and not ended
+        }
+
     # -- instances --------------------------------------------------------------------------
 
     def alive(self, instance: str) -> bool:

@@ -206,6 +206,17 @@ class CallStore:
             next_cursor = Cursor(last["started_at"], last["id"]).encode()
         return [summary_of(r) for r in page], next_cursor
 
+    def open_calls(self, started_after: datetime, limit: int = MAX_PAGE) -> list[CallSummary]:
+        """Calls with no end recorded that started after ``started_after``, newest first:
+        those that may still be in progress (on any instance sharing this database)."""
+        query = (
+            select(calls)
+            .where(calls.c.ended_at.is_(None), calls.c.started_at > started_after)
+            .order_by(calls.c.started_at.desc(), calls.c.id.desc())
+            .limit(max(1, min(limit, MAX_PAGE)))
+        )
+        return [summary_of(r) for r in self._read(lambda conn: conn.execute(query).all())]
+
     def get_call(self, sid: str) -> CallDetail | None:
         """The call whose caller's or agent leg's CallSid is ``sid``, with its transcript."""
 

@@ -68,7 +68,8 @@ class CallSummary:
     ended_at: datetime | None
     end_reason: str | None
     end_detail: str
-    active: bool = False  # in progress on this bridge right now (from the live view)
+    # In progress right now: from the live view; with several instances, from Redis.
+    active: bool = False
 
     @property
     def duration_s(self) -> float | None:

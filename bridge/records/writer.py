@@ -137,10 +137,15 @@ class StoreWriter:
         return True
 
     def _write(self, batch: Sequence[CallEvent]) -> None:
-        # Fragments are only for the live view: segments are what is stored.
-        events = [e for e in batch if not isinstance(e, TextFragment)]
-        if not events:
-            return
+        # Fragments are only for the live view (segments are what is stored), and so is an
+        # end another instance records.
+        events = [e for e in batch if not _live_view_only(e)]
+        if events:
+            self._write_events(events)
+        # Another instance ended these and writes their end: not ours to close at shutdown.
+        self._open -= {e.call_sid for e in batch if isinstance(e, CallEnded) and e.elsewhere}
+
+    def _write_events(self, events: Sequence[CallEvent]) -> None:
         for delay in (*RETRY_DELAYS_S, None):
             try:
                 self._commit(events)
@@ -307,6 +312,10 @@ class StoreWriter:
             return
         if result.rowcount:
             log.warning("call store: closed %d calls a dead process left open", result.rowcount)
+
+
+def _live_view_only(event: CallEvent) -> bool:
+    return isinstance(event, TextFragment) or (isinstance(event, CallEnded) and event.elsewhere)
 
 
 def _inserted_id(result: CursorResult[Any]) -> int:

@@ -71,7 +71,7 @@ class Settings:
     max_call_s: int = 14400
     allowed_callers: frozenset[str] = frozenset()
     shutdown_grace_s: int = 120
-    # Listening experience (mixer, echo guard, backlog): see bridge/mixer.py and the README.
+    # Listening experience (mixer, echo guard, backlog): see bridge/audio/mixer.py and the README.
     passthrough_db: float | None = -14.0
     duck_db: float = -12.0
     echo_guard_db: float | None = -30.0
@@ -83,10 +83,10 @@ class Settings:
     agent_machine_detection: bool = True
     languages_file: Path = DEFAULT_LANGUAGES_FILE
     prompts_file: Path = DEFAULT_PROMPTS_FILE
-    # Terms engines with a glossary keep or translate a given way (bridge/glossary.py).
+    # Terms engines with a glossary keep or translate a given way (bridge/settings/glossary.py).
     glossary_file: Path = DEFAULT_GLOSSARY_FILE
-    # Call records and the admin API (bridge/store.py, bridge/api.py). Kept out of repr: the
-    # URL may carry a database password, and the token is a secret.
+    # Call records and the admin API (bridge/records/store.py, bridge/web/api.py). Kept out of repr:
+    # the URL may carry a database password, and the token is a secret.
     database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
     admin_token: str | None = field(default=None, repr=False)
     # Several instances: shared call state and cross-instance audio (docs/scaling.md). None

@@ -30,6 +30,7 @@ from werkzeug.exceptions import HTTPException
 from bridge.records.store import MAX_PAGE, BadCursor, CallStore, StoreUnavailable
 from bridge.records.views import CallDetail, CallSummary, transcript_text, transcript_vtt
 from bridge.settings.env import Settings
+from bridge.web.api_shared import SharedCalls, find_shared, follow_shared, in_progress_shared
 from bridge.web.events_stream import StreamSlots, event_stream
 from bridge.web.live import LiveCalls
 
@@ -68,6 +69,12 @@ def _store() -> CallStore:
     if not isinstance(store, CallStore):
         raise ApiError(503, "the call store is not running")
     return store
+
+
+def _shared() -> SharedCalls | None:
+    """The cluster's shared call state with several instances (``REDIS_URL``), else None."""
+    shared: SharedCalls | None = current_app.extensions.get("bridge.shared_calls")
+    return shared
 
 
 def _live() -> LiveCalls:
@@ -203,7 +210,12 @@ def list_calls() -> Response:
     limit = _limit_arg()
     # In progress: listed from the live view (fresher), on the first page only, and never
     # again from the store, where they also are (so they take none of a page's ``limit``).
+    # With several instances, whichever the cluster's shared state says are in progress.
     active = _live().active()
+    shared = _shared()
+    if shared is not None:
+        oldest = datetime.now(UTC) - timedelta(seconds=_settings().max_call_s + 60)
+        active = in_progress_shared(active, _store(), shared, oldest)
     try:
         stored, next_cursor = _store().list_calls(
             since=since,
@@ -224,10 +236,17 @@ def list_calls() -> Response:
 
 
 def _find(sid: str) -> CallDetail:
-    """A live call from the live view (freshest); otherwise the stored record."""
+    """A live call from the live view (freshest); otherwise the stored record. With several
+    instances, as the cluster knows it (bridge/web/api_shared.py)."""
     if not _SID.match(sid):
         raise ApiError(404, "no such call")
     live = _live().detail(sid)
+    shared = _shared()
+    if shared is not None:
+        found = find_shared(sid, live, _store(), shared)
+        if found is None:
+            raise ApiError(404, "no such call")
+        return found
     if live is not None and live.summary.ended_at is None:
         return live
     try:
@@ -275,7 +294,27 @@ def call_events(sid: str) -> Response:
     slots: StreamSlots = current_app.extensions["bridge.web.api.streams"]
     watch = live.watch(sid)
     ended: CallDetail | None = None
-    if watch is None:
+    shared = _shared()
+    if watch is None and shared is not None:
+        # Several instances: a call whose parts are all elsewhere is followed through the
+        # shared store and Redis until its end is recorded.
+        found = find_shared(sid, None, _store(), shared)
+        if found is None:
+            raise ApiError(404, "no such call")
+        if found.summary.ended_at is None:
+            if not slots.acquire():
+                raise ApiError(503, f"too many event streams open (at most {slots.limit})")
+            return event_stream(
+                None,
+                None,
+                live=live,
+                slots=slots,
+                config=current_app.config,
+                environ=request.environ,
+                follow=follow_shared(found, _store(), shared),
+            )
+        ended = found
+    elif watch is None:
         ended = _store().get_call(sid)  # over already: its record, then "ended"
         if ended is None:
             raise ApiError(404, "no such call")

@@ -156,6 +156,20 @@ def _events(
         cleanup()
 
 
+# A call followed from elsewhere than the live view (bridge/web/api_shared.py): given "should
+# it stop now" and the heartbeat period, the stream's text.
+Follow = Callable[[Callable[[], bool], float], Iterator[str]]
+
+
+def _followed(
+    follow: Follow, stopped: Callable[[], bool], heartbeat_s: float, cleanup: Callable[[], None]
+) -> Iterator[str]:
+    try:
+        yield from follow(stopped, heartbeat_s)
+    finally:
+        cleanup()
+
+
 def event_stream(
     watch: Watch | None,
     ended: CallDetail | None,
@@ -164,17 +178,24 @@ def event_stream(
     slots: StreamSlots,
     config: Mapping[str, Any],
     environ: Mapping[str, Any],
+    follow: Follow | None = None,
 ) -> Response:
-    """The streaming response; the caller has taken a slot of ``slots`` already."""
+    """The streaming response; the caller has taken a slot of ``slots`` already. From
+    ``follow`` when given (a call in progress on other instances), else from the live view."""
     cleanup = _Cleanup(watch, slots)
     heartbeat_s = float(config.get("BRIDGE_SSE_HEARTBEAT_S", HEARTBEAT_S))
     # gunicorn hands the client's socket over; other servers (the test client) do not.
     sock = environ.get("gunicorn.socket")
     sock = sock if isinstance(sock, socket.socket) else None
-    response = Response(
-        _events(watch, ended, live=live, heartbeat_s=heartbeat_s, cleanup=cleanup, sock=sock),
-        mimetype="text/event-stream",
-    )
+    if follow is not None:
+
+        def stopped() -> bool:
+            return live.closed or client_gone(sock)
+
+        body = _followed(follow, stopped, heartbeat_s, cleanup)
+    else:
+        body = _events(watch, ended, live=live, heartbeat_s=heartbeat_s, cleanup=cleanup, sock=sock)
+    response = Response(body, mimetype="text/event-stream")
     response.call_on_close(cleanup)
     # A reverse proxy must pass each event on as it comes, not buffer the stream.
     response.headers["X-Accel-Buffering"] = "no"

@@ -1,10 +1,10 @@
 """The Media Stream WebSocket handler: one instance per Twilio stream (one leg of a call).
 
-Runs in the gunicorn request thread and only *reads* the socket: everything written (pongs and
-close replies too) goes through its one write path, which never blocks (bridge/inline_ws.py).
-Until the `start` binds the stream to a leg this thread owns that path; then the leg's writer
-thread does, and is the socket's closer. Malformed input is counted and logged once per socket,
-never per frame.
+Runs in the gunicorn request thread and only *reads* the socket: everything written (pongs and close
+replies too) goes through its one write path, which never blocks
+(bridge/telephony/stream_socket.py). Until the `start` binds the stream to a leg this thread owns
+that path; then the leg's writer thread does, and is the socket's closer. Malformed input is counted
+and logged once per socket, never per frame.
 """
 
 from __future__ import annotations

@@ -267,6 +267,30 @@ def test_close_ends_an_open_call_as_shutdown(db_url: str) -> None:
         again.close()
 
 
+def test_an_end_recorded_by_another_instance_is_left_to_it(db_url: str) -> None:
+    """Several instances: this one saw the call start, another ended it and records its end.
+    The end this one hears of (for its live view) is not written, nor is the call closed as
+    ``shutdown`` when this one stops first: it is still open for the claimer to close."""
+    s = CallStore(db_url)
+    s.migrate()
+    hub = EventHub()
+    s.start(hub)
+    for e in call_events("CA35", reason=None) + call_events("CA36"):
+        hub.publish(e)
+    hub.publish(CallEnded("CA35", datetime.now(UTC), "caller_hung_up", "", elsewhere=True))
+    s.close(timeout=10)
+    again = CallStore(db_url)
+    try:
+        detail = again.get_call("CA35")
+        assert detail is not None and len(detail.segments) == 3
+        assert detail.summary.ended_at is None and detail.summary.end_reason is None
+        open_now = again.open_calls(started_after=T0 - timedelta(hours=1))
+        assert [c.call_sid for c in open_now] == ["CA35"]  # CA36 ended
+        assert again.open_calls(started_after=T0 + timedelta(seconds=1)) == []
+    finally:
+        again.close()
+
+
 def test_orphans_of_a_dead_process_are_closed_at_start(db_url: str) -> None:
     s = CallStore(db_url)
     s.migrate()

@@ -222,7 +222,7 @@ def test_a_peer_that_stops_reading_ends_its_leg_counted_and_logged_once(
     leg = CallLeg("CAtest", "caller", metrics)
     reader = threading.Thread(target=read_until_closed, args=(ws,), daemon=True)
     reader.start()
-    with caplog.at_level(logging.INFO, logger="bridge.leg"):
+    with caplog.at_level(logging.INFO, logger="bridge.calls.leg"):
         assert leg.attach(stream, "MZtest")
         leg.play(translation(30.0), time.monotonic())
         # Twilio never reads: once the buffers are full, the leg gives up on its own.

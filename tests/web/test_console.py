@@ -66,7 +66,7 @@ def console_client(public_base_url: str = "http://127.0.0.1:8", token: str = TOK
         "ADMIN_TOKEN": token,
     }
     app = Flask(__name__)
-    app.extensions["bridge.settings"] = settings_from_env(env, env_file=None)
+    app.extensions["bridge.settings.env"] = settings_from_env(env, env_file=None)
     app.register_blueprint(console.bp)
     return app.test_client()
 
@@ -204,8 +204,8 @@ def test_a_relay_call_says_in_its_caption_columns_why_they_stay_empty(tmp_path: 
         engine = detail.json["engine"]
         page = client.get("/console").get_data(as_text=True)
     finally:
-        app.extensions["bridge.live"].close()
-        app.extensions["bridge.store"].close()
+        app.extensions["bridge.web.live"].close()
+        app.extensions["bridge.records.store"].close()
     for direction in ("caller_to_agent", "agent_to_caller"):
         column = page.split(f'id="title-{direction}"')[1].split("</section>")[0]
         notes = re.findall(
