@@ -13,7 +13,6 @@ import binascii
 import json
 import logging
 import math
-import secrets
 import socket
 import threading
 import time
@@ -23,7 +22,6 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
-from twilio.request_validator import RequestValidator  # type: ignore[import-untyped, unused-ignore]
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
@@ -36,6 +34,8 @@ from bridge.audio.pcm import (
     ulaw_to_pcm16,
 )
 from bridge.sim.playout import PlayoutBuffer
+from bridge.sim.rest import new_sid
+from bridge.sim.webhooks import sign
 
 logger = logging.getLogger(__name__)
 
@@ -63,16 +63,6 @@ class HeardFrame:
 
     time: float
     data: bytes
-
-
-def new_sid(prefix: str) -> str:
-    """A Twilio SID: two-letter prefix plus 32 hex digits."""
-    return prefix + secrets.token_hex(16)
-
-
-def sign(auth_token: str, url: str, params: Mapping[str, str]) -> str:
-    """``X-Twilio-Signature`` for a request to ``url`` with form ``params``."""
-    return str(RequestValidator(auth_token).compute_signature(url, dict(params)))
 
 
 def echo_mixer(gain: float) -> InboundFilter:
