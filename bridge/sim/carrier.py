@@ -36,7 +36,7 @@ from bridge.sim.numbers import PhoneNumbers
 from bridge.sim.rest import API_VERSION, Form, RestError, RestRequest, RestServer, first, new_sid
 from bridge.sim.webhooks import WebhookRecord, WebhookSender, call_params
 
-__all__ = ["DialBehaviour", "GatherAnswer", "SimCall", "TwilioSim", "WebhookRecord"]
+__all__ = ["DialBehaviour", "GatherAnswer", "SimCall", "TwilioSim"]
 
 MAX_INLINE_TWIML = 4000
 
