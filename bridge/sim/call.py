@@ -1,16 +1,13 @@
-"""One simulated phone call: its dialled party, its status life cycle and its TwiML executor.
+"""One simulated phone call: the party dialled, and everything recorded about the call.
 
-Each call runs one executor thread: ring (outbound), answer, run the TwiML verbs in order
-(``<Connect><Stream>`` blocks on a :class:`MediaStreamClient`; ``<Gather>`` takes the party's
-next scripted answer and posts it to its action), then end with a final status. Other threads
-(REST updates, the test) only set flags and an interrupt event; the executor acts on them, so
-call state has a single writer. The one exception is asynchronous answering machine detection,
-whose verdict a timer posts while the TwiML runs, as Twilio does.
+A :class:`SimCall` is what the tests and the simulator observe (status history, what was said,
+its streams and what they heard, protocol notes) and what the REST API renders; its
+:class:`~bridge.sim.executor.CallExecutor` is the one thread that acts for it. Control from
+other threads (hang up, REST updates) goes through the executor, which alone changes the call.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 import time
@@ -19,22 +16,12 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from bridge.sim import twiml as tw
-from bridge.sim.answers import (
-    MACHINE_DETECTION_MODES,
-    GatherAnswer,
-    amd_params,
-    amd_verdict,
-    gather_params,
-)
-from bridge.sim.media import HeardFrame, InboundFilter, MediaStreamClient, echo_mixer
+from bridge.sim.answers import GatherAnswer
+from bridge.sim.executor import STOP_GRACE_S, CallExecutor
+from bridge.sim.media import HeardFrame, InboundFilter, MediaStreamClient
 from bridge.sim.rest import API_VERSION, rfc2822
 
-logger = logging.getLogger(__name__)
-
 Outcome = Literal["answer", "busy", "no-answer", "failed"]
-FINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
-_POLL_S = 0.05
-_STOP_GRACE_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,21 +124,13 @@ class SimCall:
         self.async_amd = async_amd
         self.amd_callback = amd_callback
         self.amd_callback_method = amd_callback_method
-        self._amd_timer: threading.Timer | None = None
         self.answered = threading.Event()
         self.ended = threading.Event()
         self.stream_closed_by_server = threading.Event()
         self._carrier = carrier
         self._initial_twiml = twiml
         self._initial_url = url
-        self._lock = threading.Lock()
-        self._interrupt = threading.Event()
-        self._end_cause: str | None = None
-        self._pending: tuple[str | None, str | None] | None = None  # redirect (twiml, url)
-        self._final: str | None = None
-        self._thread = threading.Thread(
-            target=self._run, name=f"sim-call-{self.label}", daemon=True
-        )
+        self._executor = CallExecutor(self, carrier)
 
     # -- observation -----------------------------------------------------------------------
     @property
@@ -163,6 +142,11 @@ class SimCall:
     def initial_twiml(self) -> str | None:
         """The TwiML the call was created with (REST ``Twiml``), executed once answered."""
         return self._initial_twiml
+
+    @property
+    def initial_url(self) -> str | None:
+        """Where the call's TwiML is fetched from once answered (REST ``Url``)."""
+        return self._initial_url
 
     @property
     def said(self) -> list[str]:
@@ -252,287 +236,23 @@ class SimCall:
     # -- control (any thread) -----------------------------------------------------------------
     def start(self) -> None:
         """Start the executor thread."""
-        self._thread.start()
+        self._executor.start()
 
     def hangup(self) -> None:
         """The party hangs up: its stream gets ``stop`` and closes; the call completes."""
-        self._request_end("hangup")
+        self._executor.request_end("hangup")
 
     def request_end(self, api_status: str) -> None:
         """REST ``Status=completed|canceled``; canceled only acts before answer."""
         if api_status == "canceled" and self.answered.is_set():
             return
-        self._request_end(f"api-{api_status}")
+        self._executor.request_end(f"api-{api_status}")
 
     def redirect(self, twiml: str | None, url: str | None) -> None:
         """REST ``Twiml=`` / ``Url=``: stop the current verb and run the new document."""
-        with self._lock:
-            self._pending = (twiml, url)
-        self._interrupt.set()
+        self._executor.redirect(twiml, url)
 
     def shutdown(self) -> None:
         """End the call at once (stand-in teardown) and join its threads."""
-        self._request_end("shutdown")
-        if self._thread.is_alive():
-            self._thread.join(_STOP_GRACE_S + 2.0)
-
-    def _request_end(self, cause: str) -> None:
-        with self._lock:
-            if self._end_cause is None:
-                self._end_cause = cause
-        self._interrupt.set()
-
-    # -- executor ------------------------------------------------------------------------------
-    def _set_status(self, status: str) -> None:
-        self.status_history.append((status, time.monotonic()))
-        event = {"in-progress": "answered"}.get(status, status)
-        if status in FINAL_STATUSES or event in self.status_callback_events:
-            self._carrier.post_status(self, status)
-
-    def _wait(self, seconds: float) -> bool:
-        """Sleep, waking early on an interrupt; True if interrupted."""
-        return self._interrupt.wait(max(0.0, seconds))
-
-    def _answer(self) -> None:
-        if not self.answered.is_set():
-            self.answered_at = time.time()
-            self.answered.set()
-            self._set_status("in-progress")
-
-    def _run(self) -> None:
-        try:
-            if self.direction == "outbound-api":
-                self._dial()
-            elif self._initial_twiml is None:
-                self._application_error("11200: the voice webhook returned no TwiML")
-            else:
-                self._execute_all(self._initial_twiml)
-        except Exception:  # a thread boundary: record, and end the call below
-            logger.exception("call %s executor failed", self.label)
-            self.notes.append("internal: executor failed")
-        finally:
-            self._finish()
-
-    def _dial(self) -> None:
-        self._set_status("initiated")
-        self._set_status("ringing")
-        if self._wait(self.behaviour.answer_delay_s) and self._end_cause is not None:
-            self._final = "canceled"
-            return
-        if self.behaviour.outcome != "answer":
-            self._final = self.behaviour.outcome
-            return
-        self._answer()
-        extra = self._detect_machine()
-        document = self._initial_twiml
-        if document is None and self._initial_url is not None:
-            document = self._carrier.fetch_twiml(self, self._initial_url, "POST", extra)
-        if document is not None:
-            self._execute_all(document)
-
-    def _execute_all(self, document: str | None) -> None:
-        while document is not None and self._end_cause is None:
-            document = self._execute(document)
-            with self._lock:
-                pending, self._pending = self._pending, None
-                self._interrupt.clear()
-            if pending is not None and self._end_cause is None:
-                twiml, url = pending
-                document = (
-                    twiml
-                    if twiml is not None
-                    else (self._carrier.fetch_twiml(self, url, "POST") if url else None)
-                )
-        if self._end_cause is not None:
-            self._interrupt.set()
-
-    def _application_error(self, note: str) -> None:
-        # What Twilio does when it cannot get usable TwiML: apologise and hang up.
-        self.notes.append(note)
-        self._answer()
-        self.says.append(tw.Say("We are sorry, an application error has occurred."))
-
-    def _interrupted(self) -> bool:
-        return self._end_cause is not None or self._pending is not None
-
-    def _execute(self, document: str) -> str | None:
-        """Run one TwiML document; return the next document (action/Redirect) or None."""
-        self.twiml_documents.append(document)
-        try:
-            verbs = tw.parse_twiml(document)
-        except tw.TwimlError as exc:
-            self._application_error(f"12100: document parse failure: {exc}")
-            return None
-        for verb in verbs:
-            if self._interrupted():
-                return None
-            if isinstance(verb, tw.Reject):
-                if self.answered.is_set():
-                    self.notes.append("<Reject> after the call was answered")
-                self._final = "busy" if verb.reason == "busy" else "no-answer"
-                return None
-            if isinstance(verb, tw.Hangup):
-                return None
-            if isinstance(verb, tw.Redirect):
-                return self._carrier.fetch_twiml(self, verb.url, verb.method)
-            self._answer()
-            if isinstance(verb, tw.Gather):
-                posted, next_document = self._gather(verb)
-                if posted:
-                    return next_document
-                continue
-            if isinstance(verb, tw.Connect):
-                self._run_stream(verb.stream)
-                if verb.action and not self._interrupted():
-                    return self._carrier.fetch_twiml(self, verb.action, verb.method)
-                continue
-            self._run_simple(verb)
-        return None
-
-    def _run_simple(self, verb: tw.Verb) -> None:
-        """A verb that only takes time (or that this carrier cannot run, noted as Twilio would)."""
-        if isinstance(verb, tw.Say):
-            self.says.append(verb)
-            self._wait(len(verb.text) * verb.loop * self._carrier.say_s_per_char)
-        elif isinstance(verb, tw.Pause):
-            self._wait(verb.length_s)
-        elif isinstance(verb, tw.StartStream):
-            self.notes.append("<Start><Stream> is listen-only: no audio can be played back")
-        else:
-            self.notes.append(f"unsupported verb <{getattr(verb, 'tag', type(verb).__name__)}>")
-
-    def _gather(self, verb: tw.Gather) -> tuple[bool, str | None]:
-        """Say the nested verbs, then take the party's next answer. ``(True, document)`` when
-        the action was requested (its TwiML replaces this document), ``(False, None)`` when
-        nothing was collected and the document goes on with the next verb."""
-        self.gathers.append(verb)
-        for nested in verb.nested:
-            if self._interrupted():
-                return True, None
-            if isinstance(nested, tw.Say):
-                self.says.append(nested)
-                self._wait(len(nested.text) * nested.loop * self._carrier.say_s_per_char)
-            else:
-                self._wait(nested.length_s)
-        answers = self.behaviour.gather_answers
-        answer = answers[len(self.gathers) - 1] if len(self.gathers) <= len(answers) else None
-        fields = gather_params(verb, answer)
-        self.gather_results.append(fields)
-        if fields is None:
-            if self._wait(verb.timeout_s * self._carrier.gather_wait_scale):
-                return True, None
-            if not verb.action_on_empty_result:
-                return False, None
-            fields = {}
-        if not verb.action:
-            self.notes.append("<Gather> without action: Twilio would re-request this document")
-            return True, None
-        return True, self._carrier.fetch_twiml(self, verb.action, verb.method, fields)
-
-    def _detect_machine(self) -> dict[str, str] | None:
-        """Answering machine detection after answer: synchronous AMD holds the TwiML until it
-        has a verdict (sent with a ``Url`` fetch); asynchronous AMD posts it to its callback
-        while the TwiML runs."""
-        mode = self.machine_detection
-        if mode is None:
-            return None
-        if mode not in MACHINE_DETECTION_MODES:
-            self.notes.append(f"MachineDetection={mode!r} is not Enable or DetectMessageEnd")
-            return None
-        delay = self.behaviour.amd_delay_s
-        verdict = amd_verdict(mode, self.behaviour.answered_by)
-        if not self.async_amd:
-            self._wait(delay)
-            self.answered_by = verdict
-            return {"AnsweredBy": verdict}
-        callback, method = self.amd_callback, self.amd_callback_method
-        if not callback:
-            self.notes.append("21262: asynchronous AMD without AsyncAmdStatusCallback")
-            return None
-
-        def report() -> None:
-            if self.ended.is_set():
-                return
-            self.answered_by = verdict
-            params = amd_params(self._carrier.account_sid, self.sid, verdict, delay)
-            self._carrier.post_async(callback, method, params, "amd")
-
-        self._amd_timer = threading.Timer(delay, report)
-        self._amd_timer.daemon = True
-        self._amd_timer.start()
-        return None
-
-    def _stream_event(self, spec: tw.StreamSpec, client: MediaStreamClient, event: str) -> None:
-        if spec.status_callback:
-            self._carrier.post_async(
-                spec.status_callback,
-                spec.status_callback_method or "POST",
-                {
-                    "AccountSid": self._carrier.account_sid,
-                    "CallSid": self.sid,
-                    "StreamSid": client.stream_sid,
-                    "StreamName": spec.name or client.stream_sid,
-                    "StreamEvent": event,
-                    "Timestamp": rfc2822(time.time()) or "",
-                },
-            )
-
-    def _run_stream(self, spec: tw.StreamSpec) -> None:
-        if spec.track not in (None, "inbound_track"):
-            self.notes.append(f"31941: <Stream track={spec.track!r}> on <Connect>")
-        behaviour = self.behaviour
-        client = MediaStreamClient(
-            spec.url,
-            connect_url=self._carrier.routed(f"stream:{self.label}", spec.url),
-            auth_token=self._carrier.auth_token,
-            account_sid=self._carrier.account_sid,
-            call_sid=self.sid,
-            parameters=spec.parameters,
-            audio=behaviour.audio,
-            inbound_filter=behaviour.inbound_filter
-            or (echo_mixer(behaviour.echo_gain) if behaviour.echo_gain else None),
-            echo_delay_s=behaviour.echo_delay_s,
-            stop_reading_after_s=behaviour.stop_reading_after_s,
-            label=self.label,
-        )
-        if client.dropped_query:
-            self.notes.append(f"stream URL query {client.dropped_query!r} dropped by Twilio")
-        self.streams.append(client)
-        if not client.open():
-            self.notes.append(f"31920: stream handshake failed: {client.handshake_error}")
-            self._stream_event(spec, client, "stream-error")
-            return
-        self._stream_event(spec, client, "stream-started")
-        start = time.monotonic()
-        hangup_at = start + behaviour.hangup_after_s if behaviour.hangup_after_s else math.inf
-        stop_asked: float | None = None
-        while not client.closed.wait(_POLL_S):
-            now = time.monotonic()
-            if stop_asked is not None:
-                if now - stop_asked > _STOP_GRACE_S:
-                    break  # the bridge never finished the close handshake; give up
-                continue
-            if now >= hangup_at:
-                self._request_end("hangup")
-            elif now - start > self._carrier.max_call_s:
-                self._request_end("max-duration")
-            if self._interrupted():
-                client.stop(self._end_cause or "redirect")
-                stop_asked = now
-        client.join()
-        if client.closed_by_server.is_set():
-            self.stream_closed_by_server.set()
-        self._stream_event(spec, client, "stream-stopped")
-
-    def _finish(self) -> None:
-        if self._amd_timer is not None:
-            self._amd_timer.cancel()  # a call that ended before detection reports nothing
-            self._amd_timer.join()
-        for client in list(self.streams):
-            client.stop("shutdown")
-            client.join()
-        self.ended_at = time.time()
-        if self._final is None:
-            self._final = "completed" if self.answered.is_set() else "canceled"
-        self._set_status(self._final)
-        self.ended.set()
+        self._executor.request_end("shutdown")
+        self._executor.join(STOP_GRACE_S + 2.0)

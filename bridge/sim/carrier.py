@@ -12,6 +12,9 @@ base URL is ``bridge_url`` (``http://127.0.0.1:PORT``):
   and, with ``MachineDetection``, its answering machine verdict (``DialBehaviour.answered_by``);
 * every stream is a real WebSocket client speaking Twilio's Media Streams protocol in real time.
 
+Here: the calls by SID and the REST API's view of them (create, update, fetch); how requests are
+signed and sent is :mod:`bridge.sim.webhooks`, a call's life :mod:`bridge.sim.call`.
+
 Concurrency: the REST server has its own threads; each call has one executor thread; each stream
 has a writer and a reader; status callbacks go out in order from one poster thread. ``close()``
 ends every call and joins every thread.
@@ -19,8 +22,6 @@ ends every call and joins every thread.
 
 from __future__ import annotations
 
-import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -30,42 +31,14 @@ import requests
 
 from bridge.sim.answers import GatherAnswer
 from bridge.sim.call import DialBehaviour, SimCall
-from bridge.sim.media import InboundFilter, new_sid, sign
+from bridge.sim.media import InboundFilter
 from bridge.sim.numbers import PhoneNumbers
-from bridge.sim.rest import API_VERSION, Form, RestError, RestRequest, RestServer, first
+from bridge.sim.rest import API_VERSION, Form, RestError, RestRequest, RestServer, first, new_sid
+from bridge.sim.webhooks import WebhookRecord, WebhookSender, call_params
 
-__all__ = ["DialBehaviour", "GatherAnswer", "SimCall", "TwilioSim", "WebhookRecord"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["DialBehaviour", "GatherAnswer", "SimCall", "TwilioSim"]
 
 MAX_INLINE_TWIML = 4000
-_HTTP_TIMEOUT_S = 10.0
-_POLL_S = 0.1
-
-
-class WebhookRecord:
-    """One request Twilio made to the application, and the answer it got."""
-
-    def __init__(
-        self,
-        kind: str,
-        url: str,
-        method: str,
-        params: Mapping[str, str],
-        *,
-        status: int | None,
-        body: str,
-    ) -> None:
-        self.kind = kind
-        self.url = url
-        self.method = method
-        self.params = dict(params)
-        self.status = status
-        self.body = body
-        self.time = time.monotonic()
-
-    def __repr__(self) -> str:
-        return f"WebhookRecord({self.kind} {self.method} {self.url} -> {self.status})"
 
 
 class TwilioSim:
@@ -95,21 +68,12 @@ class TwilioSim:
         self.gather_wait_scale = gather_wait_scale
         self.default_dial = DialBehaviour()
         self.dial_behaviours: dict[str, DialBehaviour] = {}
-        # A load balancer in front of several bridges: (kind, url) → the URL really requested,
-        # for kinds "voice", "status", "twiml", "amd", "callback", "stream:caller",
-        # "stream:agent". Requests stay signed for the URL Twilio was given. None: to ``url``.
-        self.router: Callable[[str, str], str] | None = None
         # Fault injection: every POST …/Calls.json fails with this error while it is set.
         self.create_failure: RestError | None = None
-        self.webhooks: list[WebhookRecord] = []
         self._calls: dict[str, SimCall] = {}
         self._lock = threading.Lock()
         self._closed = False
-        self._outbox: queue.Queue[Callable[[], None] | None] = queue.Queue()
-        self._poster = threading.Thread(
-            target=self._post_loop, name="sim-twilio-poster", daemon=True
-        )
-        self._poster.start()
+        self._webhooks = WebhookSender(auth_token, self.bridge_url)
         self.numbers = PhoneNumbers(account_sid)
         self._rest = RestServer(self, rest_host, rest_port)
 
@@ -123,6 +87,22 @@ class TwilioSim:
     def rest_requests(self) -> list[RestRequest]:
         """Every REST request received (method, path, form params, time, status)."""
         return list(self._rest.requests)
+
+    @property
+    def webhooks(self) -> list[WebhookRecord]:
+        """Every request made to the application, in order (the live list)."""
+        return self._webhooks.records
+
+    @property
+    def router(self) -> Callable[[str, str], str] | None:
+        """A load balancer in front of several bridges: (kind, url) → the URL really requested,
+        for kinds "voice", "status", "twiml", "amd", "callback", "stream:caller",
+        "stream:agent". Requests stay signed for the URL Twilio was given. None: to ``url``."""
+        return self._webhooks.router
+
+    @router.setter
+    def router(self, router: Callable[[str, str], str] | None) -> None:
+        self._webhooks.router = router
 
     @property
     def calls(self) -> dict[str, SimCall]:
@@ -224,62 +204,19 @@ class TwilioSim:
         ``"none"`` omits the header, ``"bad"`` sends a wrong one, anything else is sent as is.
         Returns None if the bridge could not be reached.
         """
-        url = path if path.startswith(("http://", "https://")) else self.bridge_url + path
-        if method == "GET":
-            url = requests.Request("GET", url, params=dict(params)).prepare().url or url
-        target = self.routed(kind, url)
-        signed_params: Mapping[str, str] = {} if method == "GET" else params
-        headers = {
-            "User-Agent": "TwilioProxy/1.1",
-            "Content-Type": "application/x-www-form-urlencoded",
-        }
-        if signature is None:
-            headers["X-Twilio-Signature"] = sign(self.auth_token, url, signed_params)
-        elif signature == "bad":
-            headers["X-Twilio-Signature"] = sign(self.auth_token + "x", url, signed_params)
-        elif signature != "none":
-            headers["X-Twilio-Signature"] = signature
-        try:
-            response = requests.request(
-                method,
-                target,
-                data=None if method == "GET" else dict(params),
-                headers=headers,
-                timeout=_HTTP_TIMEOUT_S,
-                allow_redirects=False,
-            )
-        except requests.RequestException as exc:
-            logger.info("webhook %s %s failed: %s", method, url, exc)
-            self.webhooks.append(
-                WebhookRecord(kind, url, method, params, status=None, body=str(exc))
-            )
-            return None
-        self.webhooks.append(
-            WebhookRecord(
-                kind, url, method, params, status=response.status_code, body=response.text
-            )
-        )
-        return response
+        return self._webhooks.post(path, params, signature, method=method, kind=kind)
 
     def routed(self, kind: str, url: str) -> str:
         """The URL a request for ``url`` really goes to (see ``router``)."""
-        return url if self.router is None else self.router(kind, url)
+        return self._webhooks.routed(kind, url)
 
     # -- Carrier (used by calls) ---------------------------------------------------------------
     def _call_params(
         self, sid: str, direction: str, from_: str, to: str, status: str
     ) -> dict[str, str]:
-        return {
-            "AccountSid": self.account_sid,
-            "ApiVersion": API_VERSION,
-            "CallSid": sid,
-            "CallStatus": status,
-            "Called": to,
-            "Caller": from_,
-            "Direction": direction,
-            "From": from_,
-            "To": to,
-        }
+        return call_params(
+            self.account_sid, sid, direction=direction, from_=from_, to=to, status=status
+        )
 
     def post_status(self, call: SimCall, status: str) -> None:
         """Queue the signed status callback for ``status`` (no-op without a callback URL)."""
@@ -303,12 +240,7 @@ class TwilioSim:
         self, url: str, method: str, params: Mapping[str, str], kind: str = "callback"
     ) -> None:
         """Queue a signed webhook; the poster thread sends them in order."""
-        snapshot = dict(params)
-
-        def job() -> None:
-            self.post_webhook(url, snapshot, method=method.upper(), kind=kind)
-
-        self._outbox.put(job)
+        self._webhooks.post_async(url, method, params, kind)
 
     def fetch_twiml(
         self, call: SimCall, url: str, method: str, extra: Mapping[str, str] | None = None
@@ -322,21 +254,6 @@ class TwilioSim:
             call.notes.append(f"11200: TwiML fetch from {url} failed")
             return None
         return response.text
-
-    def _post_loop(self) -> None:
-        while True:
-            try:
-                job = self._outbox.get(timeout=_POLL_S)
-            except queue.Empty:
-                if self._closed:
-                    return
-                continue
-            if job is None:
-                return
-            try:
-                job()
-            except Exception:  # a thread boundary: one failed callback must not stop the rest
-                logger.exception("status callback failed")
 
     # -- CallApi (used by the REST server) -------------------------------------------------------
     def _register(self, call: SimCall) -> None:
@@ -436,8 +353,7 @@ class TwilioSim:
             call.shutdown()
         self._rest.close()
         self._closed = True
-        self._outbox.put(None)
-        self._poster.join(_HTTP_TIMEOUT_S + 2.0)
+        self._webhooks.close()
 
     def __enter__(self) -> TwilioSim:
         return self

@@ -1,5 +1,8 @@
 """Twilio's side of one bidirectional Media Stream (``<Connect><Stream>``), as a WebSocket client.
 
+The messages themselves (what is sent, what is wrong with what the bridge sends) are
+:mod:`bridge.sim.media_wire`; here is when they are sent and what they do to the call leg.
+
 Concurrency: one writer thread owns every send (``connected``, ``start``, a ``media`` frame every
 20 ms anchored to the start time, mark echoes, ``stop``); one reader thread parses what the bridge
 sends, records it, and feeds the simulated playout buffer. They share state under one lock and
@@ -8,22 +11,16 @@ the writer sleeps on a condition, so a mark or ``clear`` wakes it at once.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
 import math
-import secrets
 import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
-from twilio.request_validator import RequestValidator  # type: ignore[import-untyped, unused-ignore]
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
@@ -35,7 +32,10 @@ from bridge.audio.pcm import (
     pcm16_to_ulaw,
     ulaw_to_pcm16,
 )
+from bridge.sim import media_wire as wire
 from bridge.sim.playout import PlayoutBuffer
+from bridge.sim.rest import new_sid
+from bridge.sim.webhooks import sign
 
 logger = logging.getLogger(__name__)
 
@@ -47,11 +47,6 @@ _JOIN_TIMEOUT_S = 5.0
 # A stream that stops reading keeps its receive buffer this small, so the bridge's side fills
 # within a few seconds of media instead of the megabytes loopback allows.
 _WEDGED_RCVBUF_BYTES = 4096
-_ALLOWED_KEYS = {
-    "media": {"event", "streamSid", "media"},
-    "mark": {"event", "streamSid", "mark"},
-    "clear": {"event", "streamSid"},
-}
 
 # (frame index, the leg's own 20 ms of speech, the 20 ms it hears) -> the μ-law frame to send.
 InboundFilter = Callable[[int, bytes, bytes], bytes]
@@ -63,16 +58,6 @@ class HeardFrame:
 
     time: float
     data: bytes
-
-
-def new_sid(prefix: str) -> str:
-    """A Twilio SID: two-letter prefix plus 32 hex digits."""
-    return prefix + secrets.token_hex(16)
-
-
-def sign(auth_token: str, url: str, params: Mapping[str, str]) -> str:
-    """``X-Twilio-Signature`` for a request to ``url`` with form ``params``."""
-    return str(RequestValidator(auth_token).compute_signature(url, dict(params)))
 
 
 def echo_mixer(gain: float) -> InboundFilter:
@@ -228,11 +213,13 @@ class MediaStreamClient:
         return [len(frame.data) for frame in list(self.heard_frames)]
 
     # -- writer ------------------------------------------------------------------------------
-    def _send(self, message: dict[str, Any]) -> None:
+    def _send(self, message: str) -> None:
         assert self._ws is not None
-        self._ws.send(json.dumps(message))
+        self._ws.send(message)
 
-    def _media(self, index: int, due: float, seq: int) -> dict[str, Any]:
+    def _inbound_frame(self, index: int, due: float) -> bytes:
+        """The leg's ``index``-th 20 ms of speech (line silence once its audio is over), through
+        its inbound filter with what it heard a frame earlier."""
         own = self.audio[index * TWILIO_FRAME_BYTES : (index + 1) * TWILIO_FRAME_BYTES]
         own += bytes([ULAW_SILENCE]) * (
             TWILIO_FRAME_BYTES - len(own)
@@ -241,17 +228,7 @@ class MediaStreamClient:
             with self._lock:
                 heard = self.playout.window(due - FRAME_S - self.echo_delay_s, TWILIO_FRAME_BYTES)
             own = self.inbound_filter(index, own, heard)
-        return {
-            "event": "media",
-            "sequenceNumber": str(seq),
-            "streamSid": self.stream_sid,
-            "media": {
-                "track": "inbound",
-                "chunk": str(index + 1),
-                "timestamp": str(index * 20),
-                "payload": base64.b64encode(own).decode("ascii"),
-            },
-        }
+        return own
 
     def _next_step(self, media_due: float) -> tuple[str | None, list[str], bool]:
         """Block until a mark or a media frame is due or a stop is asked for."""
@@ -269,25 +246,11 @@ class MediaStreamClient:
     def _write_loop(self) -> None:
         seq = 1
         try:
-            self._send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+            self._send(wire.connected_message())
             self._send(
-                {
-                    "event": "start",
-                    "sequenceNumber": str(seq),
-                    "streamSid": self.stream_sid,
-                    "start": {
-                        "accountSid": self.account_sid,
-                        "streamSid": self.stream_sid,
-                        "callSid": self.call_sid,
-                        "tracks": ["inbound"],
-                        "customParameters": self.parameters,
-                        "mediaFormat": {
-                            "encoding": "audio/x-mulaw",
-                            "sampleRate": 8000,
-                            "channels": 1,
-                        },
-                    },
-                }
+                wire.start_message(
+                    seq, self.stream_sid, self.account_sid, self.call_sid, self.parameters
+                )
             )
             self.started_at = started = time.monotonic()
             index = 0
@@ -297,12 +260,7 @@ class MediaStreamClient:
                 if stop_reason is not None:
                     seq += 1
                     self._send(
-                        {
-                            "event": "stop",
-                            "sequenceNumber": str(seq),
-                            "streamSid": self.stream_sid,
-                            "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
-                        }
+                        wire.stop_message(seq, self.stream_sid, self.account_sid, self.call_sid)
                     )
                     assert self._ws is not None
                     self._ws.close()
@@ -310,18 +268,13 @@ class MediaStreamClient:
                 if self.closed_by_server.is_set():
                     return
                 for name in marks:
-                    self._send(
-                        {
-                            "event": "mark",
-                            "sequenceNumber": str(seq := seq + 1),
-                            "streamSid": self.stream_sid,
-                            "mark": {"name": name},
-                        }
-                    )
+                    seq += 1
+                    self._send(wire.mark_message(seq, self.stream_sid, name))
                     self.marks_sent_back.append((name, time.monotonic()))
                 if media_due:
                     seq += 1
-                    self._send(self._media(index, due, seq))
+                    frame = self._inbound_frame(index, due)
+                    self._send(wire.media_message(seq, self.stream_sid, index, frame))
                     self.media_sent += 1
                     index += 1
         except ConnectionClosed:
@@ -378,60 +331,23 @@ class MediaStreamClient:
         self.violations.append(text)
 
     def _on_message(self, message: str | bytes, now: float) -> None:
-        if isinstance(message, bytes):
-            self._violation("31950: binary frame")
-            return
-        try:
-            data = json.loads(message)
-        except ValueError:
-            self._violation("31951: invalid JSON")
-            return
-        if not isinstance(data, dict) or not isinstance(data.get("event"), str):
-            self._violation("31951: message without an event")
-            return
-        event = data["event"]
-        if event not in _ALLOWED_KEYS:
-            self._violation(f"31951: unknown event {event!r}")
-            return
-        if data.get("streamSid") != self.stream_sid:
-            self._violation(f"31951: {event} with wrong streamSid {data.get('streamSid')!r}")
-            return
-        extra = set(data) - _ALLOWED_KEYS[event]
-        if extra:
-            self._violation(f"31951: {event} with unknown fields {sorted(extra)}")
-        if event == "media":
-            self._on_media(data.get("media"), now)
-        elif event == "mark":
-            mark = data.get("mark")
-            name = mark.get("name") if isinstance(mark, dict) else None
-            if not isinstance(name, str):
-                self._violation("31951: mark without a name")
-                return
-            self.marks_received.append((name, now))
+        received, problems = wire.read_message(message, self.stream_sid)
+        for problem in problems:
+            self._violation(problem)
+        if isinstance(received, wire.Media):
+            self._on_media(received.ulaw, now)
+        elif isinstance(received, wire.Mark):
+            self.marks_received.append((received.name, now))
             with self._wakeup:
-                self.playout.add_mark(name, now)
+                self.playout.add_mark(received.name, now)
                 self._wakeup.notify_all()
-        else:
+        elif isinstance(received, wire.Clear):
             self.clears.append(now)
             with self._wakeup:
                 self.playout.clear(now)
                 self._wakeup.notify_all()
 
-    def _on_media(self, media: object, now: float) -> None:
-        payload = media.get("payload") if isinstance(media, dict) else None
-        if not isinstance(payload, str):
-            self._violation("31951: media without a payload")
-            return
-        if isinstance(media, dict) and set(media) - {"payload"}:
-            self._violation(f"31951: media with unknown fields {sorted(set(media) - {'payload'})}")
-        try:
-            data = base64.b64decode(payload, validate=True)
-        except (binascii.Error, ValueError):
-            self._violation("31951: media payload is not base64")
-            return
-        if not data:
-            self._violation("31951: media with an empty payload")
-            return
+    def _on_media(self, data: bytes, now: float) -> None:
         if data[:4] == b"RIFF":
             self._violation("media payload starts with a WAV header (raw μ-law only)")
         elif len(data) % TWILIO_FRAME_BYTES and not self._odd_size_seen:

@@ -11,6 +11,7 @@ import base64
 import json
 import logging
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -85,6 +86,11 @@ class CallApi(Protocol):
 
     def update_number(self, sid: str, form: Form) -> dict[str, Any]:
         """Update an IncomingPhoneNumber; return its resource JSON or raise RestError."""
+
+
+def new_sid(prefix: str) -> str:
+    """A Twilio SID: two-letter prefix (``CA`` a call, ``MZ`` a stream) plus 32 hex digits."""
+    return prefix + secrets.token_hex(16)
 
 
 def rfc2822(epoch_s: float | None) -> str | None:

@@ -21,7 +21,7 @@ from websockets.sync.client import connect
 
 from bridge.audio.jitter import HOLD_MAX_S
 from bridge.settings.prompts import prompt
-from bridge.sim.media import sign
+from bridge.sim.webhooks import sign
 from tests.bridge_process import (
     ACCOUNT_SID,
     AGENT_NUMBER,

@@ -8,7 +8,7 @@ from bridge.sim.answers import GatherAnswer
 from bridge.sim.call import DialBehaviour
 from bridge.sim.call import SimCall as FakeCall
 from bridge.sim.carrier import TwilioSim as FakeTwilio
-from bridge.sim.carrier import WebhookRecord
+from bridge.sim.webhooks import WebhookRecord
 from tests.fakes.audio import (
     AGENT_EN_8K_MULAW,
     AGENT_EN_24K_PCM16,

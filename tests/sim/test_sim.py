@@ -23,9 +23,9 @@ from websockets.sync.server import ServerConnection, serve
 
 from bridge.sim.__main__ import main as sim_main
 from bridge.sim.demo import bridge_environment
-from bridge.sim.media import sign
 from bridge.sim.session import SimOptions, Simulator
 from bridge.sim.wav import DEMO_AGENT_WAV, DEMO_CALLER_WAV, to_twilio_ulaw
+from bridge.sim.webhooks import sign
 from tests.bridge_process import ACCOUNT_SID, AUTH_TOKEN, free_port, run_bridge
 from tests.call_helpers import envelope
 from tests.fakes.audio import dominant_frequency, ulaw_to_pcm16

@@ -30,7 +30,8 @@ import requests
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from bridge.sim.media import new_sid, sign
+from bridge.sim.rest import new_sid
+from bridge.sim.webhooks import sign
 from tests.bridge_process import (
     ACCOUNT_SID,
     AGENT_NUMBER,
