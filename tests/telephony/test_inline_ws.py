@@ -189,6 +189,8 @@ def test_pongs_and_the_close_reply_never_break_into_media_frames(
     assert leg.attach(stream, "MZtest")
     leg.play(translation(30.0), time.monotonic())  # media flows for the whole test
     twilio = TwilioSide(theirs, peer)
+    # Media is flowing (after the playout's jitter hold) before the pings start.
+    twilio.read_until(lambda: len(twilio.texts) > 50)
     sent: list[bytes] = []
     # Bursts of pings while not reading, then reading until every pong is back: both the
     # pongs and the media find the bridge's send buffer full, again and again.
