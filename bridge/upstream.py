@@ -189,17 +189,16 @@ class UpstreamSession:
 
     def _run_writer(self) -> None:
         try:
-            self._link = self._open_link()
-        except EngineUnavailable as exc:
-            self._fail(str(exc), opened=False)
-            self._drain_pending()
-            return
-        try:
+            try:
+                self._link = self._open_link()
+            except EngineUnavailable as exc:
+                self._fail(str(exc), opened=False)
+                return
             while self._step():
                 pass
         except Exception:  # noqa: BLE001 - thread boundary: end this call's translation only
             self._log.exception("translation writer failed")
-            self._fail("translation writer failed", opened=True)
+            self._fail("translation writer failed", opened=self._link is not None)
         finally:
             self._shut_down_links()
 
@@ -311,7 +310,7 @@ class UpstreamSession:
         if self._spare is not None:
             return
 
-        def run() -> None:
+        def attempts() -> None:
             for delay in _RETRY_DELAYS_S if retry else (0.0,):
                 with self._cond:
                     if self._closing:
@@ -332,6 +331,14 @@ class UpstreamSession:
                     self._cond.notify()
                 return
 
+        def run() -> None:
+            try:
+                attempts()
+            except Exception:  # noqa: BLE001 - thread boundary: the writer retries or fails
+                self._log.exception("opening a replacement session failed")
+            finally:
+                self._wake()  # the writer looks again (retries within its budget, or fails)
+
         self._opening = threading.Thread(target=run, name=f"engine-open:{self._tag}", daemon=True)
         self._opening.start()
 
@@ -348,6 +355,14 @@ class UpstreamSession:
         except EngineUnavailable:
             self._count("failed")
             raise
+        except Exception as exc:  # a fault of ours while opening: the same outcome
+            self._log.exception("opening translation session %s failed", link.name)
+            self._count("failed")
+            link.finish()  # closes whatever it had opened
+            link.join(CLOSE_WAIT_S)
+            raise EngineUnavailable(
+                f"translation session failed to open: {type(exc).__name__}"
+            ) from exc
         self._count("opened")
         return link
 
