@@ -179,7 +179,7 @@ class GptTranslatorSession:
                 link = following
         except Exception:  # noqa: BLE001 - thread boundary: end this call's translation only
             self._log.exception("translation writer failed")
-            self._fail("translation writer failed", opened=True)
+            self._fail("translation writer failed", opened=link is not None)
         finally:
             if link is not None:  # the last audio went out above: stop the session
                 link.finish()
@@ -286,6 +286,13 @@ class GptTranslatorSession:
         except EngineUnavailable:
             self._count("failed")
             raise
+        except Exception as exc:  # a fault of ours while opening: the same outcome
+            self._log.exception("opening GPT Translator session %s failed", link.name)
+            self._count("failed")
+            link.join(0.5)  # disconnects and ends its event thread
+            raise EngineUnavailable(
+                f"GPT Translator session failed to open: {type(exc).__name__}"
+            ) from exc
         self._count("opened")
         return link
 

@@ -111,7 +111,13 @@ class GptTranslatorLink:
             raise EngineUnavailable(
                 f"GPT Translator connection refused or failed: {cause}"
             ) from exc
-        self._emit(wire.TRANSLATION_START, wire.start_payload(self._target))
+        try:
+            self._emit(wire.TRANSLATION_START, wire.start_payload(self._target))
+        except Exception as exc:  # the connection went between connect and start
+            self._give_up()
+            raise EngineUnavailable(
+                f"GPT Translator session could not start: {type(exc).__name__}"
+            ) from exc
         ready = self._ready.wait(READY_TIMEOUT_S)
         if self.out_of_credit is not None:
             self._give_up()
