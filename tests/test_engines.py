@@ -22,7 +22,7 @@ from bridge.engine import Direction, SessionSpec, TextKind, TranslationSession
 from bridge.metrics import Metrics
 from bridge.settings import Settings
 from tests.bridge_process import ACCOUNT_SID, AGENT_NUMBER, AUTH_TOKEN
-from tests.engine_harness import EngineHarness
+from tests.engine_harness import ConfigFault, EngineHarness
 from tests.engine_standins import HARNESSES
 from tests.fakes.audio import dominant_frequency, sine
 from tests.fakes.openai_translate import tone_for
@@ -210,3 +210,61 @@ def test_a_dropped_connection_is_recovered_without_losing_speech(harness: Engine
     assert not heard.failures
     # What was said across the drop reached the vendor (held while reconnecting, then sent).
     assert stand_in_received_ms(harness, before) >= 2800
+
+
+# Threads of a stand-in that outlive a connection by design: python-socketio's server runs a
+# service task for its lifetime and a ping timer per client that ends after its interval.
+STAND_IN_THREADS = ("(_service_task)", "(_send_ping)")
+
+
+def wait_threads_end(before: set[threading.Thread], timeout: float = 15.0) -> None:
+    """Every thread started since ``before`` was taken ends (the session's, the vendor SDK's,
+    the stand-in's for that connection): a failed session leaks no socket and no thread."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [
+            t.name
+            for t in threading.enumerate()
+            if t not in before and t.is_alive() and not t.name.endswith(STAND_IN_THREADS)
+        ]
+        if not left:
+            return
+        assert time.monotonic() < deadline, f"threads still running: {sorted(left)}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("fault", ["reject", "close"])
+def test_a_failed_configuration_reports_failure_and_leaks_nothing(
+    harness: EngineHarness, fault: ConfigFault
+) -> None:
+    before = set(threading.enumerate())
+    with harness.failing_config(fault):
+        session, heard = open_session(harness)
+        try:
+            speak(session, 0.2)
+            heard.wait("on_failed", lambda: heard.failures, timeout=30)
+        finally:
+            session.close()
+    # Told once, as never opened: the call says the interpreter is unavailable.
+    assert len(heard.failures) == 1 and heard.failures[0][1] is False, heard.failures
+    assert heard.heard() is None
+    wait_threads_end(before)
+
+
+def test_malformed_server_messages_are_skipped(harness: EngineHarness) -> None:
+    before = len(harness.sessions())
+    with harness.malformed():
+        session, heard = open_session(harness)
+        try:
+            speak(session, 1.5)
+            speak(session, 0.5, voiced=False)
+            heard.wait("translated audio", lambda: heard.audio)
+            heard.wait("translated text", lambda: heard.text("translation"))
+        finally:
+            session.close()
+    assert not heard.failures
+    # One vendor session carried it all: no message ended it (and made a replacement).
+    assert len(harness.sessions()) - before == 1
+    audio = heard.heard()
+    assert audio is not None
+    assert dominant_frequency(audio.samples, audio.rate_hz) == pytest.approx(tone_for("en"), abs=15)
