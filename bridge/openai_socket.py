@@ -19,10 +19,11 @@ A reconnect opens a *fresh* server session with default settings, so when its ``
 arrives the link asks to be configured again before any more audio is sent; while the SDK is
 reconnecting the link reports itself down, so the owner holds the speaker's audio instead of
 letting it reach the new session unconfigured. The SDK resets its retry count on every
-``session.created``, so a server that accepts each reconnect and drops it again (say, on every
-``session.update``) would be retried forever: the link gives up after ``RECONNECT_ATTEMPTS``
-reconnects with no configuration accepted, and a configuration rejected after a reconnect ends
-the link; either way the owner sees it dead (and replaces it or reports the failure).
+``session.created``, so a server that accepts each reconnect and drops it again (on every
+``session.update``, or just after answering it) would be retried forever: the link gives up
+after ``RECONNECT_ATTEMPTS`` reconnects in a row with no ``STABLE_S`` of configured session
+between them, and a configuration rejected after a reconnect ends the link; either way the
+owner sees it dead (and replaces it, or reports the failure, within its own budget).
 
 Malformed server events (not JSON, not an object, fields of the wrong type) are logged and
 skipped: one bad message never ends a session.
@@ -40,7 +41,7 @@ from openai.types.websocket_reconnection import ReconnectingEvent, ReconnectingO
 
 from bridge.engine import EngineUnavailable, SessionListener, SessionSpec
 from bridge.logs import CallLogger
-from bridge.upstream import LinkState
+from bridge.upstream import STABLE_S, LinkState
 
 # Bound on one server message: a delta of a few seconds of 24 kHz PCM16 in base64 is < 1 MiB.
 MAX_SERVER_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -127,13 +128,15 @@ class OpenAILink(Generic[C]):
         self._needs_config = False
         self._handlers: dict[str, Callable[[Any], None]] = {}
         # Configuration: the event_id of the last session.update sent, whether the server
-        # answered it (session.updated), why it refused it, and the reconnects since one was
-        # last accepted. Guarded by self._lock.
+        # answered it (session.updated), why it refused it, and how steady the socket has been
+        # since. Guarded by self._lock.
         self._config_event_id = ""
         self._config_answered = threading.Event()
         self._config_acked = False
         self._config_refusal = ""
-        self._unacked_reconnects = 0
+        self._configured_at = 0.0  # monotonic time of the last accepted configuration
+        self._quick_reconnects = 0  # reconnects in a row with no STABLE_S configured between
+        self.worked = False  # stayed configured and connected for STABLE_S at some point
         self._fatal = ""  # why the link itself ended the session (read by the reader's end)
 
     # -- for subclasses ---------------------------------------------------------------------
@@ -256,6 +259,7 @@ class OpenAILink(Generic[C]):
         finally:
             self._close_socket()
             with self._lock:
+                self._note_steadiness()
                 finishing = self.state in (LinkState.FINISHING, LinkState.CLOSED)
                 self.state = LinkState.CLOSED if finishing else LinkState.DEAD
                 self.dead_reason = "" if finishing else (self._fatal or reason)
@@ -331,8 +335,17 @@ class OpenAILink(Generic[C]):
     def _on_session_updated(self, event: Any) -> None:
         with self._lock:
             self._config_acked = True
-            self._unacked_reconnects = 0
+            self._configured_at = time.monotonic()
         self._config_answered.set()
+
+    def _note_steadiness(self) -> bool:
+        """At a drop: whether the session had been configured for STABLE_S (then the link has
+        worked); a reconnected session is unconfigured until it is answered again. Called with
+        self._lock held."""
+        steady = bool(self._configured_at) and time.monotonic() - self._configured_at >= STABLE_S
+        self._configured_at = 0.0
+        self.worked = self.worked or steady
+        return steady
 
     def _on_error(self, event: Any) -> None:
         err = event.error
@@ -363,10 +376,13 @@ class OpenAILink(Generic[C]):
                 return {"abort": True}  # opening: open() reports it; ending: nothing to keep
             if self.state is LinkState.DEAD or self._fatal:
                 return {"abort": True}
-            self._unacked_reconnects += 1
-            if self._unacked_reconnects > RECONNECT_ATTEMPTS:
-                # Every reconnect since the last accepted configuration was dropped again.
-                self._fatal = "reconnects keep failing before the session is configured"
+            if self._note_steadiness():
+                self._quick_reconnects = 0
+            self._quick_reconnects += 1
+            if self._quick_reconnects > RECONNECT_ATTEMPTS:
+                # Every session since the last steady one was dropped (or refused its
+                # configuration) within STABLE_S: this link will not come back by itself.
+                self._fatal = "the session keeps dropping soon after it is configured"
                 return {"abort": True}
             self.state = LinkState.RECONNECTING
         self._log.warning(
