@@ -16,8 +16,8 @@ from typing import Literal, Protocol, runtime_checkable
 
 # How a stand-in fails a new session's configuration (the vendor's session.update, start
 # request or translation_start): ``reject`` answers it with the vendor's error, ``close``
-# closes the socket on it.
-ConfigFault = Literal["reject", "close"]
+# closes the socket on it, ``drop`` accepts it and then closes the socket at once.
+ConfigFault = Literal["reject", "close", "drop"]
 
 
 class StandInSession(Protocol):

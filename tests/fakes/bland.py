@@ -65,7 +65,8 @@ class FakeBland:
         self.connect_window_s = 600.0
         self.answer_delay_s = 0.0  # from an utterance's end to its answer
         # "reject": refuse every create (400, as for a language pair Bland does not serve);
-        # "close": close the socket (1011) on the start frame. None: serve them.
+        # "close" (or "drop": Bland does not answer a start) closes the socket (1011) on the
+        # start frame. None: serve them.
         self.config_fault: str | None = None
         self.malformed = False  # send MALFORMED_FRAMES after each start frame
         self.violations: list[str] = []
@@ -301,7 +302,7 @@ class FakeBland:
             fmt = (frame.get("start") or {}).get("mediaFormat") or {}
             if fmt.get("encoding") != "audio/x-mulaw" or fmt.get("sampleRate") != 8000:
                 self.violate(f"start with a media format other than 8 kHz μ-law: {fmt}")
-            if self.config_fault == "close" and session.connection is not None:
+            if self.config_fault in ("close", "drop") and session.connection is not None:
                 session.connection.close(1011, "closed on start")
             elif self.malformed and session.connection is not None:
                 for raw in MALFORMED_FRAMES:

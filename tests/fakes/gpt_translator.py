@@ -145,7 +145,8 @@ class FakeGptTranslator:
         self.api_key = api_key
         self.refuse = False  # refuse every connection as a bad key would be
         # "reject": answer translation_start with translation_error; "close": disconnect the
-        # client on it. None: start the session.
+        # client on it; "drop": start the session (ready_for_audio), then disconnect the client.
+        # None: start the session.
         self.config_fault: str | None = None
         self.malformed = False  # emit MALFORMED_EVENTS after each ready_for_audio
         self.balance: int | None = None  # None: unlimited tokens
@@ -277,6 +278,8 @@ class FakeGptTranslator:
         if self.malformed:
             for event, data in MALFORMED_EVENTS:
                 self.sio.emit(event, data, to=sid, namespace=NAMESPACE)
+        if self.config_fault == "drop":
+            self.sio.disconnect(sid, namespace=NAMESPACE)
 
     def audio_chunk(self, sid: str, data: Any) -> None:
         with self._lock:

@@ -157,7 +157,7 @@ class FakeTranslationServer:
         self.api_key = api_key
         self.refuse_status: int | None = None  # e.g. 503: refuse new handshakes
         # "reject": answer every session.update with an error; "close": close the socket (1011)
-        # on it. None: apply it.
+        # on it; "drop": apply it, answer, then close the socket (1011). None: apply it.
         self.config_fault: str | None = None
         self.malformed = False  # send wire.MALFORMED_MESSAGES after each session.updated
         self.rejected_handshakes: list[tuple[int, str]] = []
@@ -376,7 +376,7 @@ class FakeTranslationServer:
             session.send(wire.config_refusal(event_id))
         elif self.config_fault == "close":
             session.close_connection(1011, "closed while configuring")
-        return self.config_fault is not None
+        return self.config_fault in ("reject", "close")
 
     def updated(self, session: FakeSession, event: dict[str, Any]) -> None:
         """Answer an applied ``session.update`` (then the malformed messages, if asked)."""
@@ -384,6 +384,8 @@ class FakeTranslationServer:
         if self.malformed:
             for raw in wire.MALFORMED_MESSAGES:
                 session.send_raw(raw)
+        if self.config_fault == "drop":
+            session.close_connection(1011, "dropped after configuring")
 
     def _on_update(
         self, session: FakeSession, event: RealtimeTranslationSessionUpdateEvent

@@ -202,7 +202,7 @@ class FakeSoniox(LoopbackServer[SonioxRequest]):
         super().__init__()
         self.api_key = api_key
         # "reject": answer every start request with an error (400); "close": close the socket
-        # on it (1011). None: serve it.
+        # on it (1011); "drop": accept it, then close (1011). None: serve it.
         self.config_fault: str | None = None
         self.malformed = False  # send MALFORMED_RESPONSES after each accepted start request
 
@@ -237,6 +237,9 @@ class FakeSoniox(LoopbackServer[SonioxRequest]):
             connection.close(1011, "closed on the start request")
             return
         request.start = start
+        if self.config_fault == "drop":
+            connection.close(1011, "dropped after the start request")
+            return
         if self.malformed:
             for raw in MALFORMED_RESPONSES:
                 connection.send(raw)
