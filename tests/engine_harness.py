@@ -12,7 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
+
+# How a stand-in fails a new session's configuration (the vendor's session.update, start
+# request or translation_start): ``reject`` answers it with the vendor's error, ``close``
+# closes the socket on it, ``drop`` accepts it and then closes the socket at once.
+ConfigFault = Literal["reject", "close", "drop"]
 
 
 class StandInSession(Protocol):
@@ -43,6 +48,13 @@ class EngineHarness(Protocol):
 
     def refusing(self) -> AbstractContextManager[None]:
         """While entered, new sessions are refused the way the vendor refuses a bad key."""
+
+    def failing_config(self, fault: ConfigFault) -> AbstractContextManager[None]:
+        """While entered, every new session's configuration fails as ``fault`` says."""
+
+    def malformed(self) -> AbstractContextManager[None]:
+        """While entered, the stand-in also sends every new session malformed messages (not
+        JSON, wrong field types, unknown events) once it is configured."""
 
 
 @runtime_checkable

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 
 from tests.bridge_process import OPENAI_KEY
-from tests.engine_harness import EngineHarness, StandInSession
+from tests.engine_harness import ConfigFault, EngineHarness, StandInSession
 from tests.fakes.audio import ENGINE_RATE_HZ
 from tests.fakes.bland import FakeBland
 from tests.fakes.gpt_translator import FakeGptTranslator
@@ -76,6 +76,12 @@ class OpenAITranslateHarness:
 
     def refusing(self) -> AbstractContextManager[None]:
         return _swapped(self.server, "api_key", "sk-another-key")
+
+    def failing_config(self, fault: ConfigFault) -> AbstractContextManager[None]:
+        return _swapped(self.server, "config_fault", fault)
+
+    def malformed(self) -> AbstractContextManager[None]:
+        return _swapped(self.server, "malformed", True)
 
 
 @contextmanager
@@ -177,6 +183,12 @@ class SonioxHarness:
     def refusing(self) -> AbstractContextManager[None]:
         return _swapped(self.soniox, "api_key", "another-soniox-key")
 
+    def failing_config(self, fault: ConfigFault) -> AbstractContextManager[None]:
+        return _swapped(self.soniox, "config_fault", fault)
+
+    def malformed(self) -> AbstractContextManager[None]:
+        return _swapped(self.soniox, "malformed", True)
+
 
 @contextmanager
 def soniox() -> Iterator[EngineHarness]:
@@ -221,6 +233,12 @@ class BlandHarness:
     def refusing(self) -> AbstractContextManager[None]:
         return _swapped(self.server, "api_key", "another-key")
 
+    def failing_config(self, fault: ConfigFault) -> AbstractContextManager[None]:
+        return _swapped(self.server, "config_fault", fault)
+
+    def malformed(self) -> AbstractContextManager[None]:
+        return _swapped(self.server, "malformed", True)
+
 
 @contextmanager
 def bland() -> Iterator[EngineHarness]:
@@ -255,6 +273,12 @@ class GptTranslatorHarness:
 
     def refusing(self) -> AbstractContextManager[None]:
         return _swapped(self.server, "refuse", True)
+
+    def failing_config(self, fault: ConfigFault) -> AbstractContextManager[None]:
+        return _swapped(self.server, "config_fault", fault)
+
+    def malformed(self) -> AbstractContextManager[None]:
+        return _swapped(self.server, "malformed", True)
 
 
 @contextmanager

@@ -43,6 +43,9 @@ MAX_APPEND_MS = 200
 HOLD_MS = 5000
 # A replacement for a dead link is retried with backoff for this long, then the call ends.
 RECOVERY_BUDGET_S = 15.0
+# A link that stayed up this long worked: its loss starts a fresh budget. Links that never did
+# (a server that accepts each session, then drops it) share one budget with growing backoff.
+STABLE_S = 2.0
 _RETRY_DELAYS_S = (0.0, 0.5, 1.0, 2.0, 4.0)
 # Rotation: open the replacement this long before the session's end (at most a third of its
 # life), switch at the first quiet moment, or when only the guard time is left.
@@ -73,6 +76,7 @@ class Link(Protocol):
     dead_reason: str
     opened_at: float  # time.monotonic() when it opened
     expires_at: float | None  # monotonic time the vendor will end the session, if it says
+    worked: bool  # stayed up STABLE_S at some point (a loss of it starts a fresh budget)
 
     def open(self) -> None:
         """Connect and configure; raises :class:`EngineUnavailable` if that is impossible."""
@@ -141,6 +145,9 @@ class UpstreamSession:
         self._old_links: list[Link] = []
         self._links_opened = 0
         self._dead_since: float | None = None
+        self._trouble_since: float | None = None  # the recovery budget runs from here
+        self._quick_losses = 0  # links in a row that died before STABLE_S
+        self._worked = False  # some link stayed up STABLE_S (on_failed's "opened")
         self._writer = threading.Thread(
             target=self._run_writer, name=f"engine-writer:{self._tag}", daemon=True
         )
@@ -189,17 +196,16 @@ class UpstreamSession:
 
     def _run_writer(self) -> None:
         try:
-            self._link = self._open_link()
-        except EngineUnavailable as exc:
-            self._fail(str(exc), opened=False)
-            self._drain_pending()
-            return
-        try:
+            try:
+                self._link = self._open_link()
+            except EngineUnavailable as exc:
+                self._fail(str(exc), opened=False)
+                return
             while self._step():
                 pass
         except Exception:  # noqa: BLE001 - thread boundary: end this call's translation only
             self._log.exception("translation writer failed")
-            self._fail("translation writer failed", opened=True)
+            self._fail("translation writer failed", opened=self._link is not None)
         finally:
             self._shut_down_links()
 
@@ -252,6 +258,13 @@ class UpstreamSession:
         now = time.monotonic()
         if self._dead_since is None:
             self._dead_since = now
+            worked = dead is not None and dead.worked
+            self._worked = self._worked or worked
+            if worked or self._trouble_since is None:
+                self._trouble_since = now
+                self._quick_losses = 0
+            else:
+                self._quick_losses += 1
             self._log.warning(
                 "translation link lost (%s); opening a replacement",
                 dead.dead_reason if dead else "none",
@@ -263,8 +276,8 @@ class UpstreamSession:
             self._dead_since = None
             self._count("replaced")
             return True
-        if now - self._dead_since > RECOVERY_BUDGET_S:
-            self._fail("translation session lost and could not be reopened", opened=True)
+        if now - (self._trouble_since or self._dead_since) > RECOVERY_BUDGET_S:
+            self._fail("translation session lost and could not be reopened", opened=self._worked)
             return False
         self._open_spare_in_background(retry=True)
         with self._cond:
@@ -311,8 +324,10 @@ class UpstreamSession:
         if self._spare is not None:
             return
 
-        def run() -> None:
-            for delay in _RETRY_DELAYS_S if retry else (0.0,):
+        backoff = _RETRY_DELAYS_S[min(self._quick_losses, len(_RETRY_DELAYS_S) - 1) :]
+
+        def attempts() -> None:
+            for delay in backoff if retry else (0.0,):
                 with self._cond:
                     if self._closing:
                         return
@@ -332,6 +347,14 @@ class UpstreamSession:
                     self._cond.notify()
                 return
 
+        def run() -> None:
+            try:
+                attempts()
+            except Exception:  # noqa: BLE001 - thread boundary: the writer retries or fails
+                self._log.exception("opening a replacement session failed")
+            finally:
+                self._wake()  # the writer looks again (retries within its budget, or fails)
+
         self._opening = threading.Thread(target=run, name=f"engine-open:{self._tag}", daemon=True)
         self._opening.start()
 
@@ -348,6 +371,14 @@ class UpstreamSession:
         except EngineUnavailable:
             self._count("failed")
             raise
+        except Exception as exc:  # a fault of ours while opening: the same outcome
+            self._log.exception("opening translation session %s failed", link.name)
+            self._count("failed")
+            link.finish()  # closes whatever it had opened
+            link.join(CLOSE_WAIT_S)
+            raise EngineUnavailable(
+                f"translation session failed to open: {type(exc).__name__}"
+            ) from exc
         self._count("opened")
         return link
 

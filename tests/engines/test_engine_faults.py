@@ -110,13 +110,16 @@ def test_dropped_engine_socket_reconnects_and_nothing_said_is_lost(
 
 def test_error_event_is_logged_and_the_call_goes_on(stack: Stack) -> None:
     caller, agent, to_agent, _ = start_call(stack, tone_ulaw(8))
-    time.sleep(1.0)
+    assert stack.twilio.wait_for(lambda: heard_seconds(agent) > 0.5, 15), "no translation"
     to_agent.send_error("server_error", "The server had an error while processing your request.")
     heard_before = heard_seconds(agent)
-    time.sleep(1.5)
-    assert heard_seconds(agent) > heard_before + 1.0, "translation stopped after an error event"
+    assert stack.twilio.wait_for(lambda: heard_seconds(agent) > heard_before + 1.0, 15), (
+        "translation stopped after an error event"
+    )
     assert not caller.ended.is_set()
-    assert "translation server error type=server_error" in stack.bridge.log()
+    assert stack.twilio.wait_for(
+        lambda: "translation server error type=server_error" in stack.bridge.log(), 10
+    )
     caller.hangup()
     wait_call_over(stack.bridge)
 
@@ -129,11 +132,13 @@ def test_burst_of_output_is_bounded_and_counted(stack: Stack) -> None:
     tone = base64.b64encode(pcm16_to_bytes(sine(440, 4800, 24000, 8000))).decode()
     for i in range(150):  # 30 s of translated audio at once, as after a long stall
         to_agent.send(output_audio_delta(tone, 200 * (i + 1)))
-    time.sleep(2.0)
-    dropped = (
-        stack.bridge.metric("bridge_audio_dropped_seconds_total", 'where="playout_backlog"')
-        - dropped_before
-    )
+
+    def dropped_now() -> float:
+        where = 'where="playout_backlog"'
+        return stack.bridge.metric("bridge_audio_dropped_seconds_total", where) - dropped_before
+
+    stack.twilio.wait_for(lambda: dropped_now() >= 25.5, 15, interval=0.1)
+    dropped = dropped_now()
     # The leg keeps at most BACKLOG_MAX_SECONDS (3 s) unsent, plus ~0.1 s ahead at Twilio:
     # the rest, ~27 s, is dropped and counted, so the listener stays near-live.
     assert 25.5 <= dropped <= 27.5, dropped
@@ -146,7 +151,7 @@ def test_outage_longer_than_the_hold_keeps_the_newest_audio_and_recovers(stack: 
     openai = stack.openai
     assert openai is not None
     caller, agent, to_agent, _ = start_call(stack, tone_ulaw(30))
-    time.sleep(1.0)
+    assert stack.twilio.wait_for(lambda: heard_seconds(agent) > 0.5, 15), "no translation"
     held_before = stack.bridge.metric(
         "bridge_audio_dropped_seconds_total", 'where="engine_input_held"'
     )
@@ -160,9 +165,12 @@ def test_outage_longer_than_the_hold_keeps_the_newest_audio_and_recovers(stack: 
         ),
         15,
     ), "no replacement session after the outage"
-    time.sleep(1.0)
     replacement = next(
         s for s in sessions_since(openai, to_agent)[1:] if s.output_language == "en" and s.appends
+    )
+    # The burst is over once an append arrives after it.
+    assert stack.twilio.wait_for(
+        lambda: replacement.appends[-1].time > replacement.appends[0].time + 0.1, 15
     )
     # What arrived at once (first 0.1 s): the held backlog, no more than the 5 s hold plus an
     # append's worth of audio spoken meanwhile.
@@ -175,8 +183,9 @@ def test_outage_longer_than_the_hold_keeps_the_newest_audio_and_recovers(stack: 
     )
     assert held > 1.0, "older audio beyond the hold should be dropped and counted"
     heard = heard_seconds(agent)
-    time.sleep(1.0)
-    assert heard_seconds(agent) > heard + 0.5, "translation did not resume"
+    assert stack.twilio.wait_for(lambda: heard_seconds(agent) > heard + 0.5, 15), (
+        "translation did not resume"
+    )
     assert not caller.ended.is_set()
     caller.hangup()
     wait_call_over(stack.bridge)
@@ -199,6 +208,31 @@ def test_engine_refusing_at_call_start_ends_the_call_politely(stack: Stack, stat
     assert agent_of(stack.twilio, caller).wait_ended(10)
     wait_call_over(stack.bridge)
     assert f"HTTP {status}" in stack.bridge.log()
+
+
+@pytest.mark.parametrize("fault", ["reject", "close"])
+def test_configuration_failing_at_call_start_ends_the_call_and_records_why(
+    stack: Stack, fault: str
+) -> None:
+    """The engine takes the socket but refuses (or hangs up on) its session.update: the call
+    must end with the reason recorded, not go on with a direction that never speaks."""
+    openai = stack.openai
+    assert openai is not None
+    before = stack.bridge.metric("bridge_calls_ended_total", 'reason="engine_unavailable"')
+    stack.twilio.default_dial = DialBehaviour(answer_delay_s=3.0)
+    openai.config_fault = fault
+    try:
+        caller = stack.twilio.place_call(
+            ulaw_silence(8000 * 10), from_=CALLER_NUMBER, to=BRIDGE_NUMBER
+        )
+        assert caller.wait_ended(20)
+    finally:
+        openai.config_fault = None
+    assert caller.said[-1] == prompt("interpreter_unavailable", "es").text
+    wait_call_over(stack.bridge)
+    after = stack.bridge.metric("bridge_calls_ended_total", 'reason="engine_unavailable"')
+    assert after == before + 1
+    assert "could not be configured" in stack.bridge.log()
 
 
 def test_failed_dial_tells_the_caller_and_records_why(stack: Stack) -> None:

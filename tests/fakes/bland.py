@@ -45,6 +45,16 @@ CREATE_FIELDS = frozenset(
      "max_duration_seconds"}
 )  # fmt: skip
 TICK_S = 0.05
+# Frames a client must skip: not JSON, not an object, fields of the wrong type, unknown types.
+MALFORMED_FRAMES = (
+    "this is not JSON {",
+    "[1]",
+    '{"no": "event"}',
+    '{"event": "media", "media": {"payload": 5}}',
+    '{"event": "media", "media": {"payload": "not base64 !"}}',
+    '{"type": "error", "code": 5, "message": ["x"]}',
+    '{"type": "from_the_future"}',
+)
 
 
 class FakeBland:
@@ -54,6 +64,11 @@ class FakeBland:
         self.max_duration_s: float | None = None
         self.connect_window_s = 600.0
         self.answer_delay_s = 0.0  # from an utterance's end to its answer
+        # "reject": refuse every create (400, as for a language pair Bland does not serve);
+        # "close" (or "drop": Bland does not answer a start) closes the socket (1011) on the
+        # start frame. None: serve them.
+        self.config_fault: str | None = None
+        self.malformed = False  # send MALFORMED_FRAMES after each start frame
         self.violations: list[str] = []
         self.refused: list[tuple[int, str]] = []  # (status, error code) of refused requests
         self._sessions: list[StandInSession] = []
@@ -146,6 +161,8 @@ class FakeBland:
     def _create(self, headers: Any, raw: bytes) -> tuple[int, Any]:
         if "application/json" not in headers.get("Content-Type", ""):
             self.violate("POST: Content-Type is not application/json")
+        if self.config_fault == "reject":
+            return self._error(400, "TAAS_INVALID_REQUEST", "Unsupported language pair")
         try:
             body = json.loads(raw or b"null")
         except ValueError:
@@ -285,6 +302,11 @@ class FakeBland:
             fmt = (frame.get("start") or {}).get("mediaFormat") or {}
             if fmt.get("encoding") != "audio/x-mulaw" or fmt.get("sampleRate") != 8000:
                 self.violate(f"start with a media format other than 8 kHz μ-law: {fmt}")
+            if self.config_fault in ("close", "drop") and session.connection is not None:
+                session.connection.close(1011, "closed on start")
+            elif self.malformed and session.connection is not None:
+                for raw in MALFORMED_FRAMES:
+                    session.connection.send(raw)
         elif event == "stop":
             session.stop_received = True
             translator.flush()

@@ -127,12 +127,28 @@ class _Namespace(socketio.Namespace):
         self._fake.stop_session(sid, data)
 
 
+# Events a client must skip: fields missing or of the wrong type, an event it does not know.
+MALFORMED_EVENTS: tuple[tuple[str, Any], ...] = (
+    ("output_audio", {"delta": 5}),
+    ("output_audio", {"delta": "not base64 !"}),
+    ("output_audio", None),
+    ("output_transcript", {"delta": {"x": 1}}),
+    ("input_transcript", "a bare string"),
+    ("insufficient_tokens_soon", {"message": "an event from the future"}),
+)
+
+
 class FakeGptTranslator:
     """The Socket.IO server. Use as a context manager or call ``start()``/``stop()``."""
 
     def __init__(self, *, api_key: str = API_KEY) -> None:
         self.api_key = api_key
         self.refuse = False  # refuse every connection as a bad key would be
+        # "reject": answer translation_start with translation_error; "close": disconnect the
+        # client on it; "drop": start the session (ready_for_audio), then disconnect the client.
+        # None: start the session.
+        self.config_fault: str | None = None
+        self.malformed = False  # emit MALFORMED_EVENTS after each ready_for_audio
         self.balance: int | None = None  # None: unlimited tokens
         self.tokens_per_second = 50
         self.ready_delay_s = 0.0
@@ -237,6 +253,12 @@ class FakeGptTranslator:
             self.violation(sid, f"translation_start payload {data!r}")
             self._emit(sid, "translation_error", {"message": "targetLanguage is required"})
             return
+        if self.config_fault == "reject":
+            self._emit(sid, "translation_error", {"message": "Unsupported target language"})
+            return
+        if self.config_fault == "close":
+            self.sio.disconnect(sid, namespace=NAMESPACE)
+            return
         with self._lock:
             if sid in self._live and not self._live[sid].stop_received:
                 self._all_violations.append("translation_start while a session is active")
@@ -253,6 +275,11 @@ class FakeGptTranslator:
             time.sleep(self.ready_delay_s)  # this client's events wait (async_handlers=False)
         session.ready_at = time.monotonic()
         self._emit(sid, "ready_for_audio", None)
+        if self.malformed:
+            for event, data in MALFORMED_EVENTS:
+                self.sio.emit(event, data, to=sid, namespace=NAMESPACE)
+        if self.config_fault == "drop":
+            self.sio.disconnect(sid, namespace=NAMESPACE)
 
     def audio_chunk(self, sid: str, data: Any) -> None:
         with self._lock:

@@ -204,3 +204,30 @@ def closed_event() -> JsonObject:
 def expiry_from_now() -> int:
     """``expires_at`` (epoch seconds) for a session created now."""
     return int(time.time()) + SESSION_LIFETIME_S
+
+
+# Server messages a client must skip, not die of: not JSON, not an object, no type, a type of
+# the wrong kind, known events with fields of the wrong type, an event type it does not know.
+MALFORMED_MESSAGES: tuple[str, ...] = (
+    "this is not JSON {",
+    "[1, 2, 3]",
+    '"a bare string"',
+    "{}",
+    '{"type": 5}',
+    '{"type": "session.output_audio.delta", "event_id": "event_bad1", "delta": 5}',
+    '{"type": "session.output_transcript.delta", "event_id": "event_bad2", "delta": {"x": 1}}',
+    '{"type": "response.output_audio.delta", "event_id": "event_bad3", "delta": 5}',
+    '{"type": "response.done", "event_id": "event_bad4", "response": null}',
+    '{"type": "session.from_the_future", "event_id": "event_bad5"}',
+)
+
+
+def config_refusal(client_event_id: str | None) -> JsonObject:
+    """The ``error`` answering a ``session.update`` the server will not apply."""
+    return error_event(
+        "invalid_request_error",
+        "invalid_value",
+        "Invalid session configuration.",
+        "session",
+        client_event_id,
+    )

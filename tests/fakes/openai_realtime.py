@@ -206,6 +206,8 @@ class FakeRealtimeServer(FakeTranslationServer):
         session.send(error_event("invalid_request_error", code, message, None, event_id))
 
     def _realtime_update(self, session: RealtimeSession, event: SessionUpdateEvent) -> None:
+        if self.config_faulted(session, event.event_id):
+            return
         update = event.model_dump(exclude_unset=True)["session"]
         session.updates.append(update)
         session.config.update({k: v for k, v in update.items() if k != "type"})
@@ -220,7 +222,7 @@ class FakeRealtimeServer(FakeTranslationServer):
             session.transcription = audio_in["transcription"]
         if "turn_detection" in audio_in:
             session.turn_detection = audio_in["turn_detection"]
-        session.send(wire.event("session.updated", session=session.session_json()))
+        self.updated(session, wire.event("session.updated", session=session.session_json()))
 
     # -- input audio and server VAD -------------------------------------------------------
 

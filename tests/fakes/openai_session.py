@@ -53,6 +53,7 @@ class _Outgoing:
     seq: int
     event: dict[str, Any] | None = field(compare=False, default=None)
     close: _Close | None = field(compare=False, default=None)
+    raw: str | None = field(compare=False, default=None)  # sent as is (malformed on purpose)
 
 
 class FakeSession:
@@ -102,6 +103,10 @@ class FakeSession:
     def send(self, event: dict[str, Any], delay_s: float = 0.0) -> None:
         """Queue ``event`` to be sent ``delay_s`` from now (FIFO among equal due times)."""
         self._schedule(_Outgoing(time.monotonic() + delay_s, 0, event=event))
+
+    def send_raw(self, text: str, delay_s: float = 0.0) -> None:
+        """Queue a text message sent exactly as given (tests of malformed server events)."""
+        self._schedule(_Outgoing(time.monotonic() + delay_s, 0, raw=text))
 
     def send_error(
         self,
@@ -206,6 +211,9 @@ class FakeSession:
                     else:
                         self._connection.close(item.close.code, item.close.reason)
                     return
+                if item.raw is not None:
+                    self._connection.send(item.raw)
+                    continue
                 assert item.event is not None
                 # Recorded before the send: the client may act on the event (and a test
                 # look for its record) before send() returns here.

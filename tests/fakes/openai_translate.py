@@ -156,6 +156,10 @@ class FakeTranslationServer:
         self.script: TranslationScript = script if script is not None else ToneTranslator()
         self.api_key = api_key
         self.refuse_status: int | None = None  # e.g. 503: refuse new handshakes
+        # "reject": answer every session.update with an error; "close": close the socket (1011)
+        # on it; "drop": apply it, answer, then close the socket (1011). None: apply it.
+        self.config_fault: str | None = None
+        self.malformed = False  # send wire.MALFORMED_MESSAGES after each session.updated
         self.rejected_handshakes: list[tuple[int, str]] = []
         self._sessions: list[FakeSession] = []
         self._lock = threading.Lock()
@@ -366,9 +370,28 @@ class FakeTranslationServer:
             session.send(wire.closed_event(), max(0.0, session.last_due() - time.monotonic()))
             session.close_connection(1000, "session closed", 0.0)
 
+    def config_faulted(self, session: FakeSession, event_id: str | None) -> bool:
+        """Apply :attr:`config_fault` to a ``session.update``; True if it was not applied."""
+        if self.config_fault == "reject":
+            session.send(wire.config_refusal(event_id))
+        elif self.config_fault == "close":
+            session.close_connection(1011, "closed while configuring")
+        return self.config_fault in ("reject", "close")
+
+    def updated(self, session: FakeSession, event: dict[str, Any]) -> None:
+        """Answer an applied ``session.update`` (then the malformed messages, if asked)."""
+        session.send(event)
+        if self.malformed:
+            for raw in wire.MALFORMED_MESSAGES:
+                session.send_raw(raw)
+        if self.config_fault == "drop":
+            session.close_connection(1011, "dropped after configuring")
+
     def _on_update(
         self, session: FakeSession, event: RealtimeTranslationSessionUpdateEvent
     ) -> None:
+        if self.config_faulted(session, event.event_id):
+            return
         update = event.model_dump(exclude_unset=True)["session"]
         audio = event.session.audio
         language = audio.output.language if audio and audio.output else None
@@ -397,7 +420,7 @@ class FakeTranslationServer:
             session.transcription_model = transcription["model"] if transcription else None
         if "noise_reduction" in input_update:
             session.noise_reduction = input_update["noise_reduction"]
-        session.send(wire.session_event("session.updated", session.session_json()))
+        self.updated(session, wire.session_event("session.updated", session.session_json()))
 
     def _on_append(
         self,

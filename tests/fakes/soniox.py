@@ -34,6 +34,15 @@ SPEECH_RMS = 300.0
 RAW_FORMATS = {"pcm_s16le": 2, "mulaw": 1}  # the raw formats this stand-in decodes: bytes/sample
 # The documented error shape; the texts are the stand-in's own (Soniox's exact words unknown).
 MISSING_KEY = (401, "Missing API key.")
+# Responses a client must skip: not JSON, not an object, tokens of the wrong types.
+MALFORMED_RESPONSES = (
+    "this is not JSON {",
+    "[1, 2]",
+    '{"tokens": 5}',
+    '{"tokens": [{"text": 5, "is_final": true}]}',
+    '{"tokens": [{"text": "x", "is_final": true, "translation_status": "sideways"}]}',
+    '{"something": "unknown"}',
+)
 BAD_KEY = (401, "Invalid API key.")
 
 
@@ -192,6 +201,10 @@ class FakeSoniox(LoopbackServer[SonioxRequest]):
     def __init__(self, *, api_key: str | None = None) -> None:
         super().__init__()
         self.api_key = api_key
+        # "reject": answer every start request with an error (400); "close": close the socket
+        # on it (1011); "drop": accept it, then close (1011). None: serve it.
+        self.config_fault: str | None = None
+        self.malformed = False  # send MALFORMED_RESPONSES after each accepted start request
 
     def _handle(self, connection: ServerConnection) -> None:
         http = connection.request
@@ -217,7 +230,19 @@ class FakeSoniox(LoopbackServer[SonioxRequest]):
         if problem is not None or not isinstance(start, dict):
             self._error(request, *(problem or (400, "Invalid start request.")))
             return
+        if self.config_fault == "reject":
+            self._error(request, 400, "Invalid translation configuration.")
+            return
+        if self.config_fault == "close":
+            connection.close(1011, "closed on the start request")
+            return
         request.start = start
+        if self.config_fault == "drop":
+            connection.close(1011, "dropped after the start request")
+            return
+        if self.malformed:
+            for raw in MALFORMED_RESPONSES:
+                connection.send(raw)
         translator = _Translator(request, start)
         request.bytes_per_ms = start["sample_rate"] * RAW_FORMATS[start["audio_format"]] / 1000
         for message in connection:

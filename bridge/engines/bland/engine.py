@@ -42,6 +42,10 @@ HOLD_BYTES = TWILIO_RATE_HZ * 5
 MAX_SEND_BYTES = TWILIO_RATE_HZ // 10
 SLOT_WAIT_S = 2.0
 RECOVERY_BUDGET_S = 15.0
+# A session that lived this long worked: its loss starts a fresh recovery budget. One that died
+# sooner (say, closed on every start) continues the budget and backs off further, so a vendor
+# that accepts and drops every session ends the call instead of being retried forever.
+STABLE_S = 2.0
 _RETRY_DELAYS_S = (0.0, 0.5, 1.0, 2.0, 4.0)
 # Rotation: the next session opens this long before the limit (at most a third of the life)
 # and takes over at the first quiet moment, or at the latest when only the guard time is left:
@@ -160,6 +164,9 @@ class BlandTranslationSession:
         self._old: list[BlandLink] = []
         self._opened = 0
         self._dead_since: float | None = None
+        self._trouble_since: float | None = None  # the recovery budget runs from here
+        self._quick_losses = 0  # sessions in a row that died before STABLE_S
+        self._worked = False  # some session lived STABLE_S (on_failed's "opened")
         self._writer = threading.Thread(
             target=self._run_writer, name=f"bland-writer:{self._tag}", daemon=True
         )
@@ -201,17 +208,16 @@ class BlandTranslationSession:
 
     def _run_writer(self) -> None:
         try:
-            self._link = self._open(SLOT_WAIT_S)
-        except EngineUnavailable as exc:
-            self._fail(str(exc), opened=False)
-            self._shut_down()
-            return
-        try:
+            try:
+                self._link = self._open(SLOT_WAIT_S)
+            except EngineUnavailable as exc:
+                self._fail(str(exc), opened=False)
+                return
             while self._step():
                 pass
         except Exception:  # noqa: BLE001 - thread boundary: end this call's translation only
             self._log.exception("Bland writer failed")
-            self._fail("translation writer failed", opened=True)
+            self._fail("translation writer failed", opened=self._opened > 0)
         finally:
             self._shut_down()
 
@@ -253,6 +259,13 @@ class BlandTranslationSession:
         if self._dead_since is None:
             self._dead_since = now
             dead = self._link
+            lived = now - dead.opened_at if dead is not None and dead.opened_at else 0.0
+            if lived >= STABLE_S or self._trouble_since is None:
+                self._trouble_since = now
+                self._quick_losses = 0
+                self._worked = self._worked or lived >= STABLE_S
+            else:
+                self._quick_losses += 1
             if dead is not None:
                 self._log.warning("Bland link lost (%s); opening a new session", dead.dead_reason)
             self._retire(dead)  # DELETE frees its slot for the replacement
@@ -264,8 +277,8 @@ class BlandTranslationSession:
             self._engine.count("rotated" if self._rotating else "replaced")
             self._rotating = False
             return True
-        if now - self._dead_since > RECOVERY_BUDGET_S:
-            self._fail("Bland session lost and no new one could be opened", opened=True)
+        if now - (self._trouble_since or self._dead_since) > RECOVERY_BUDGET_S:
+            self._fail("Bland session lost and no new one could be opened", opened=self._worked)
             return False
         self._open_spare(retry=True)
         with self._cond:
@@ -312,8 +325,18 @@ class BlandTranslationSession:
         if (self._opening is not None and self._opening.is_alive()) or self._spare is not None:
             return
 
+        backoff = _RETRY_DELAYS_S[min(self._quick_losses, len(_RETRY_DELAYS_S) - 1) :]
+
         def run() -> None:
-            for delay in _RETRY_DELAYS_S if retry else (0.0,):
+            try:
+                attempts()
+            except Exception:  # noqa: BLE001 - thread boundary: the writer retries or fails
+                self._log.exception("opening a new Bland session failed")
+            finally:
+                self._wake()
+
+        def attempts() -> None:
+            for delay in backoff if retry else (0.0,):
                 with self._cond:
                     if delay and not self._closing:
                         self._cond.wait(delay)
@@ -365,6 +388,12 @@ class BlandTranslationSession:
         except EngineUnavailable:
             engine.count("failed")
             raise
+        except Exception as exc:  # a fault of ours while opening: the same outcome
+            self._log.exception("opening Bland session %s failed", link.name)
+            engine.count("failed")
+            link.finish("open failed")  # DELETEs what was created, frees the slot
+            link.join(CLOSE_WAIT_S)
+            raise EngineUnavailable(f"Bland session failed to open: {type(exc).__name__}") from exc
         engine.count("opened")
         return link
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import requests
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from bridge.audio.pcm import Pcm16, ulaw_to_pcm16
@@ -260,8 +261,11 @@ class BlandLink:
                 if not self._dispatch(message):
                     reason = "Bland ended the session"
                     break
-        except Exception as exc:  # noqa: BLE001 - thread boundary: the socket is gone
+        except ConnectionClosed as exc:
             reason = f"Bland socket lost: {type(exc).__name__}"
+        except Exception as exc:  # noqa: BLE001 - thread boundary: this link is over
+            self._log.exception("Bland reader failed")
+            reason = f"Bland reader failed: {type(exc).__name__}"
         finally:
             self._mark_dead(reason)
 

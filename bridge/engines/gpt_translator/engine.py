@@ -56,6 +56,9 @@ HOLD_MS = 5000
 _HOLD_SAMPLES = wire.SAMPLE_RATE_HZ * HOLD_MS // 1000
 # A dropped link is replaced with backoff for this long, then the call ends.
 RECOVERY_BUDGET_S = 15.0
+# A link that lived this long worked: its loss starts a fresh budget. Links that die sooner (a
+# server that starts every session, then drops it) share one budget with growing backoff.
+STABLE_S = 2.0
 _RETRY_DELAYS_S = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 _POLL_S = 0.05
 CLOSE_WAIT_S = 5.0
@@ -104,6 +107,9 @@ class GptTranslatorSession:
         self._closing = False
         self._failed = False
         self._links_opened = 0
+        self._trouble_since: float | None = None  # the recovery budget runs from here
+        self._quick_losses = 0  # links in a row that died before STABLE_S
+        self._worked = False  # some link lived STABLE_S (on_failed's "opened")
         self._writer = threading.Thread(
             target=self._run_writer, name=f"engine-writer:{self._tag}", daemon=True
         )
@@ -155,7 +161,7 @@ class GptTranslatorSession:
                 link = following
         except Exception:  # noqa: BLE001 - thread boundary: end this call's translation only
             self._log.exception("translation writer failed")
-            self._fail("translation writer failed", opened=True)
+            self._fail("translation writer failed", opened=link is not None)
         finally:
             if link is not None:  # the last audio went out above: stop the session
                 link.finish()
@@ -179,8 +185,14 @@ class GptTranslatorSession:
                 if not self._closing and link.state is LinkState.UP and not self._has_chunk():
                     self._cond.wait(_POLL_S)
                 closing = self._closing
-            if link.state is LinkState.UP:
-                self._send_pending(link, CHUNK_SAMPLES if not closing else 1)
+            if link.state is LinkState.UP and not self._send_pending(
+                link, CHUNK_SAMPLES if not closing else 1
+            ):
+                # The connection is going (the client's own disconnect handling can take a few
+                # seconds): wait for the link to say so rather than spin on failing sends.
+                with self._cond:
+                    if not self._closing:
+                        self._cond.wait(_POLL_S)
             if closing:
                 return link
             if link.state is LinkState.DEAD:
@@ -189,17 +201,18 @@ class GptTranslatorSession:
     def _has_chunk(self) -> bool:
         return self._pending_samples >= CHUNK_SAMPLES
 
-    def _send_pending(self, link: GptTranslatorLink, minimum: int) -> None:
+    def _send_pending(self, link: GptTranslatorLink, minimum: int) -> bool:
+        """Send what is queued in 100 ms chunks; False if the link refused one."""
         while True:
             with self._cond:
                 if self._pending_samples < minimum or not self._pending:
-                    return
+                    return True
                 chunk = self._take(CHUNK_SAMPLES)
             if not link.send(chunk.astype("<i2", copy=False).tobytes()):
                 with self._cond:  # not sent: back to the front, for the next link
                     self._pending.appendleft(chunk)
                     self._pending_samples += len(chunk)
-                return
+                return False
 
     def _take(self, limit: int) -> Samples:
         """Up to ``limit`` samples off the front of the queue (caller holds the lock)."""
@@ -223,9 +236,16 @@ class GptTranslatorSession:
             self._fail(out_of_credit(describe_out_of_credit(dead.out_of_credit)), opened=True)
             return None
         self._log.warning("GPT Translator link lost (%s); opening a new one", dead.dead_reason)
-        lost_at = time.monotonic()
-        attempt = 0
-        while time.monotonic() - lost_at < RECOVERY_BUDGET_S:
+        now = time.monotonic()
+        lived = (dead.failing_since or now) - dead.opened_at if dead.opened_at else 0.0
+        if lived >= STABLE_S or self._trouble_since is None:
+            self._trouble_since = now
+            self._quick_losses = 0
+        else:
+            self._quick_losses += 1
+        self._worked = self._worked or lived >= STABLE_S
+        attempt = self._quick_losses
+        while time.monotonic() - self._trouble_since < RECOVERY_BUDGET_S:
             delay = _RETRY_DELAYS_S[min(attempt, len(_RETRY_DELAYS_S) - 1)]
             attempt += 1
             with self._cond:
@@ -243,7 +263,7 @@ class GptTranslatorSession:
                 continue
             self._count("replaced")  # a new server session, as the metric means for openai
             return link
-        self._fail("translation session lost and could not be reopened", opened=True)
+        self._fail("translation session lost and could not be reopened", opened=self._worked)
         return None
 
     def _open_link(self) -> GptTranslatorLink:
@@ -262,6 +282,13 @@ class GptTranslatorSession:
         except EngineUnavailable:
             self._count("failed")
             raise
+        except Exception as exc:  # a fault of ours while opening: the same outcome
+            self._log.exception("opening GPT Translator session %s failed", link.name)
+            self._count("failed")
+            link.join(0.5)  # disconnects and ends its event thread
+            raise EngineUnavailable(
+                f"GPT Translator session failed to open: {type(exc).__name__}"
+            ) from exc
         self._count("opened")
         return link
 

@@ -68,6 +68,10 @@ class GptTranslatorLink:
         self.name = name
         self.state = LinkState.OPENING
         self.dead_reason = ""
+        self.opened_at = 0.0  # time.monotonic() when ready_for_audio came
+        # When a send first failed: the connection was gone from then on, though the client
+        # may take seconds to report the disconnect (how long the link really lived).
+        self.failing_since = 0.0
         # Set when insufficient_tokens arrived: the session is over and no new one will start.
         self.out_of_credit: wire.InsufficientTokens | None = None
         self._lock = threading.Lock()
@@ -111,7 +115,13 @@ class GptTranslatorLink:
             raise EngineUnavailable(
                 f"GPT Translator connection refused or failed: {cause}"
             ) from exc
-        self._emit(wire.TRANSLATION_START, wire.start_payload(self._target))
+        try:
+            self._emit(wire.TRANSLATION_START, wire.start_payload(self._target))
+        except Exception as exc:  # the connection went between connect and start
+            self._give_up()
+            raise EngineUnavailable(
+                f"GPT Translator session could not start: {type(exc).__name__}"
+            ) from exc
         ready = self._ready.wait(READY_TIMEOUT_S)
         if self.out_of_credit is not None:
             self._give_up()
@@ -120,6 +130,7 @@ class GptTranslatorLink:
             self._give_up()
             cause = self._failure or self.dead_reason or "no ready_for_audio in time"
             raise EngineUnavailable(f"GPT Translator session did not start: {cause}")
+        self.opened_at = time.monotonic()
         self._log.info(
             "GPT Translator session %s ready in %.0f ms (target %s)",
             self.name,
@@ -134,7 +145,9 @@ class GptTranslatorLink:
         try:
             self._emit(wire.AUDIO_CHUNK, wire.audio_chunk_payload(pcm24))
         except Exception as exc:  # noqa: BLE001 - the socket went; the disconnect event says how
-            self._log.info("audio_chunk not sent (%s); holding audio", type(exc).__name__)
+            if not self.failing_since:  # once per link: the owner retries until it is DEAD
+                self.failing_since = time.monotonic()
+                self._log.info("audio_chunk not sent (%s); holding audio", type(exc).__name__)
             return False
         return True
 

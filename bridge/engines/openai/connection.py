@@ -8,24 +8,40 @@ thread may send the few control events a server event calls for). The reader ite
 typed server events and dispatches them through a table of ``_on_<event>`` handlers the subclass
 provides; unknown events are logged at debug.
 
+A link is up only once the server has accepted its configuration: :meth:`OpenAILink.open`
+starts the reader, sends ``session.update`` (with an ``event_id`` of ours) and waits for
+``session.updated``. An ``error`` naming that ``event_id``, the socket closing, or no answer in
+``CONFIG_TIMEOUT_S`` makes ``open`` close the socket, end the reader and raise
+:class:`EngineUnavailable`: the owner retries or reports the failure, never a link that is "up"
+but translating into the wrong language, or a reader left running.
+
 Transient drops (close 1001/1006/1011/...) are retried by the SDK (``on_reconnecting``, backoff).
 A reconnect opens a *fresh* server session with default settings, so when its ``session.created``
 arrives the link asks to be configured again before any more audio is sent; while the SDK is
 reconnecting the link reports itself down, so the owner holds the speaker's audio instead of
-letting it reach the new session unconfigured.
+letting it reach the new session unconfigured. The SDK resets its retry count on every
+``session.created``, so a server that accepts each reconnect and drops it again (on every
+``session.update``, or just after answering it) would be retried forever: the link gives up
+after ``RECONNECT_ATTEMPTS`` reconnects in a row with no ``STABLE_S`` of configured session
+between them, and a configuration rejected after a reconnect ends the link; either way the
+owner sees it dead (and replaces it, or reports the failure, within its own budget).
+
+Malformed server events (not JSON, not an object, fields of the wrong type) are logged and
+skipped: one bad message never ends a session.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, NotRequired, Protocol, TypedDict, TypeVar
 
 from openai.types.websocket_reconnection import ReconnectingEvent, ReconnectingOverrides
 
 from bridge.engines.contract import EngineUnavailable, SessionListener, SessionSpec
-from bridge.engines.upstream import LinkState
+from bridge.engines.upstream import STABLE_S, LinkState
 from bridge.ops.logs import CallLogger
 
 # Bound on one server message: a delta of a few seconds of 24 kHz PCM16 in base64 is < 1 MiB.
@@ -37,6 +53,12 @@ SDK_QUEUE_BYTES = 256 * 1024
 RECONNECT_ATTEMPTS = 5
 RECONNECT_FIRST_DELAY_S = 0.25
 RECONNECT_MAX_DELAY_S = 2.0
+# How long the server has to accept a new session's configuration (``session.updated``).
+CONFIG_TIMEOUT_S = 10.0
+# Waiting for the reader to end after the link closed its socket (it only has to notice).
+READER_EXIT_S = 2.0
+# Server messages in a row that do not parse before the link gives the socket up as broken.
+MAX_MALFORMED_IN_A_ROW = 100
 # Keyword arguments for the SDK's ``connect()`` of either endpoint.
 CONNECT_OPTIONS: dict[str, Any] = {
     "max_retries": RECONNECT_ATTEMPTS,
@@ -106,6 +128,17 @@ class OpenAILink(Generic[C]):
         self._created = 0
         self._needs_config = False
         self._handlers: dict[str, Callable[[Any], None]] = {}
+        # Configuration: the event_id of the last session.update sent, whether the server
+        # answered it (session.updated), why it refused it, and how steady the socket has been
+        # since. Guarded by self._lock.
+        self._config_event_id = ""
+        self._config_answered = threading.Event()
+        self._config_acked = False
+        self._config_refusal = ""
+        self._configured_at = 0.0  # monotonic time of the last accepted configuration
+        self._quick_reconnects = 0  # reconnects in a row with no STABLE_S configured between
+        self.worked = False  # stayed configured and connected for STABLE_S at some point
+        self._fatal = ""  # why the link itself ended the session (read by the reader's end)
 
     # -- for subclasses ---------------------------------------------------------------------
 
@@ -113,8 +146,9 @@ class OpenAILink(Generic[C]):
         """The SDK's connection manager for this endpoint (not yet entered)."""
         raise NotImplementedError
 
-    def _configure(self, conn: C) -> None:
-        """Send the session configuration (called with the write lock held)."""
+    def _configure(self, conn: C, event_id: str) -> None:
+        """Send the session configuration as ``session.update`` with ``event_id`` (called with
+        the write lock held)."""
         raise NotImplementedError
 
     def _on_fresh_session(self) -> None:
@@ -123,7 +157,8 @@ class OpenAILink(Generic[C]):
     # -- the owner's writer thread ----------------------------------------------------------
 
     def open(self) -> None:
-        """Connect and configure; raises :class:`EngineUnavailable` if that is impossible."""
+        """Connect and configure; raises :class:`EngineUnavailable` if that is impossible (and
+        then leaves no socket open and no reader running)."""
         started = time.monotonic()
         try:
             conn: C = self._connect().enter()
@@ -131,10 +166,29 @@ class OpenAILink(Generic[C]):
             self.state = LinkState.DEAD
             raise EngineUnavailable(f"{self.kind} session could not open: {describe(exc)}") from exc
         self._conn = conn
+        # The reader runs from here on: it is what sees the server's answer to the config.
+        self._reader = threading.Thread(
+            target=self._run_reader, args=(conn,), name=f"engine-reader:{self.name}", daemon=True
+        )
+        self._reader.start()
+        try:
+            with self._write_lock:
+                self._send_config(conn)
+        except Exception as exc:  # the socket failed while configuring: "unavailable"
+            self._abandon()
+            raise EngineUnavailable(
+                f"{self.kind} session could not be configured: {describe(exc)}"
+            ) from exc
+        answered = self._config_answered.wait(CONFIG_TIMEOUT_S)
+        with self._lock:
+            ok = answered and self._config_acked and self.state is LinkState.OPENING
+            if ok:
+                self.state = LinkState.UP
+            cause = self._config_refusal or self.dead_reason or "no session.updated in time"
+        if not ok:
+            self._abandon()
+            raise EngineUnavailable(f"{self.kind} session could not be configured: {cause}")
         self.opened_at = time.monotonic()
-        with self._write_lock:
-            self._configure(conn)
-        self.state = LinkState.UP
         self._log.info(
             "%s session %s open in %.0f ms (output %s)",
             self.kind,
@@ -142,10 +196,25 @@ class OpenAILink(Generic[C]):
             1000 * (self.opened_at - started),
             self._spec.output_language,
         )
-        self._reader = threading.Thread(
-            target=self._run_reader, args=(conn,), name=f"engine-reader:{self.name}", daemon=True
-        )
-        self._reader.start()
+
+    def _send_config(self, conn: C) -> None:
+        """``session.update`` under an event_id of ours, so the server's answer is known
+        (called with the write lock held)."""
+        event_id = f"cfg_{uuid.uuid4().hex[:20]}"
+        with self._lock:
+            self._config_event_id = event_id
+        self._configure(conn, event_id)
+
+    def _abandon(self) -> None:
+        """Opening failed: close the socket and wait for the reader to end (no leak)."""
+        with self._lock:
+            self.state = LinkState.DEAD
+        self._close_socket()
+        reader = self._reader
+        if reader is not None and reader is not threading.current_thread():
+            reader.join(READER_EXIT_S)
+            if reader.is_alive():
+                self._log.warning("%s reader %s did not end after close", self.kind, self.name)
 
     def _write(self, send: Callable[[C], None]) -> bool:
         """Send one message (configuring first after a reconnect); False if the socket failed."""
@@ -157,7 +226,7 @@ class OpenAILink(Generic[C]):
                 with self._lock:
                     needs_config, self._needs_config = self._needs_config, False
                 if needs_config:
-                    self._configure(conn)
+                    self._send_config(conn)
                 send(conn)
         except Exception as exc:  # noqa: BLE001 - the socket dropped; the reader tells how
             self._log.info("%s send failed (%s); holding audio", self.kind, describe(exc))
@@ -185,32 +254,67 @@ class OpenAILink(Generic[C]):
     def _run_reader(self, conn: C) -> None:
         reason = f"the {self.kind} server ended the session"
         try:
-            for event in conn:
-                self._dispatch(event)
-                if self._ended(event):
-                    break
+            self._read(conn)
         except Exception as exc:  # noqa: BLE001 - thread boundary: the SDK gave up
             reason = f"{self.kind} socket lost: {describe(exc)}"
         finally:
             self._close_socket()
             with self._lock:
+                self._note_steadiness()
                 finishing = self.state in (LinkState.FINISHING, LinkState.CLOSED)
                 self.state = LinkState.CLOSED if finishing else LinkState.DEAD
-                self.dead_reason = "" if finishing else reason
+                self.dead_reason = "" if finishing else (self._fatal or reason)
+                reason = self.dead_reason
+            self._config_answered.set()  # an open() waiting for the config answer: it is over
             if not finishing:
                 self._log.warning("%s session %s lost: %s", self.kind, self.name, reason)
             self._on_change()
+
+    def _read(self, conn: C) -> None:
+        """Dispatch server events until the last one or the end of the socket.
+
+        The SDK parses each message inside its iterator: a message that is not JSON raises
+        out of it (the connection itself is fine), so iteration resumes on a fresh iterator.
+        """
+        unparsed = 0  # malformed messages in a row: a bound, should the SDK keep raising
+        while True:
+            try:
+                for event in conn:
+                    unparsed = 0
+                    self._dispatch(event)
+                    if self._ended(event):
+                        return
+                return
+            except (ValueError, RecursionError) as exc:  # json.loads failed on one message
+                unparsed += 1
+                if unparsed > MAX_MALFORMED_IN_A_ROW:
+                    raise
+                self._count("malformed_event")
+                self._log.warning(
+                    "ignoring a %s server message that is not JSON (%s)",
+                    self.kind,
+                    type(exc).__name__,
+                )
 
     def _ended(self, event: Any) -> bool:
         """Whether ``event`` is the server's last (translation: ``session.closed``)."""
         return False
 
     def _dispatch(self, event: Any) -> None:
-        handler = self._handlers.get(event.type)
-        if handler is None:
-            self._log.debug("ignoring server event %s", event.type)
+        kind = getattr(event, "type", None)
+        if not isinstance(kind, str):
+            self._count("malformed_event")
+            self._log.warning("ignoring a %s server event without a type", self.kind)
             return
-        handler(event)
+        handler = self._handlers.get(kind)
+        if handler is None:
+            self._log.debug("ignoring server event %s", kind)
+            return
+        try:
+            handler(event)
+        except Exception:  # noqa: BLE001 - one event (wrong field types): skip it, keep reading
+            self._count("malformed_event")
+            self._log.exception("%s server event %s could not be handled; ignored", self.kind, kind)
 
     def _on_session_created(self, event: Any) -> None:
         self._created += 1
@@ -229,16 +333,57 @@ class OpenAILink(Generic[C]):
                     self.state = LinkState.UP
             self._on_change()
 
+    def _on_session_updated(self, event: Any) -> None:
+        with self._lock:
+            self._config_acked = True
+            self._configured_at = time.monotonic()
+        self._config_answered.set()
+
+    def _note_steadiness(self) -> bool:
+        """At a drop: whether the session had been configured for STABLE_S (then the link has
+        worked); a reconnected session is unconfigured until it is answered again. Called with
+        self._lock held."""
+        steady = bool(self._configured_at) and time.monotonic() - self._configured_at >= STABLE_S
+        self._configured_at = 0.0
+        self.worked = self.worked or steady
+        return steady
+
     def _on_error(self, event: Any) -> None:
         err = event.error
         # Most errors leave the session open (OpenAI's docs): log them and carry on.
         self._log.warning(
             "%s server error type=%s code=%s: %s", self.kind, err.type, err.code, err.message
         )
+        refused = getattr(err, "event_id", None)
+        with self._lock:
+            if not refused or refused != self._config_event_id:
+                return
+            # The server refused our session.update: the session is not what the call needs
+            # (wrong language, bad format), so it must not carry audio.
+            reason = f"configuration rejected ({err.code}: {err.message})"
+            opening = self.state is LinkState.OPENING
+            if opening:
+                self._config_refusal = reason
+            else:
+                self._fatal = reason
+        if opening:
+            self._config_answered.set()
+        else:
+            self._close_socket()  # the reader ends and reports the link dead, with the reason
 
     def _on_reconnecting(self, event: ReconnectingEvent) -> ReconnectingOverrides | None:
         with self._lock:
-            if self.state in (LinkState.FINISHING, LinkState.CLOSED):
+            if self.state in (LinkState.OPENING, LinkState.FINISHING, LinkState.CLOSED):
+                return {"abort": True}  # opening: open() reports it; ending: nothing to keep
+            if self.state is LinkState.DEAD or self._fatal:
+                return {"abort": True}
+            if self._note_steadiness():
+                self._quick_reconnects = 0
+            self._quick_reconnects += 1
+            if self._quick_reconnects > RECONNECT_ATTEMPTS:
+                # Every session since the last steady one was dropped (or refused its
+                # configuration) within STABLE_S: this link will not come back by itself.
+                self._fatal = "the session keeps dropping soon after it is configured"
                 return {"abort": True}
             self.state = LinkState.RECONNECTING
         self._log.warning(

@@ -1,9 +1,10 @@
 """One connection to OpenAI's realtime translation endpoint (one server session).
 
-The plumbing (reader thread, write lock, reconnects) is :class:`~bridge.openai_socket.
-OpenAILink`'s; this module knows the translation protocol: ``session.update`` with the output
-language, ``session.input_audio_buffer.append`` of 24 kHz PCM16, ``session.close`` (the server
-flushes, then sends ``session.closed``), and the ``session.output_*`` deltas.
+The plumbing (reader thread, write lock, reconnects) is
+:class:`~bridge.engines.openai.connection.OpenAILink`'s; this module knows the translation protocol:
+``session.update`` with the output language, ``session.input_audio_buffer.append`` of 24 kHz PCM16,
+``session.close`` (the server flushes, then sends ``session.closed``), and the ``session.output_*``
+deltas.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class TranslationLink(OpenAILink[TranslationsConnection]):
         self._transcription_model = transcription_model
         self._handlers = {
             "session.created": self._on_session_created,
+            "session.updated": self._on_session_updated,
             "session.output_audio.delta": self._on_output_audio_delta,
             "session.output_transcript.delta": self._on_output_transcript_delta,
             "session.input_transcript.delta": self._on_input_transcript_delta,
@@ -61,7 +63,7 @@ class TranslationLink(OpenAILink[TranslationsConnection]):
             model=self._model, on_reconnecting=self._on_reconnecting, **CONNECT_OPTIONS
         )
 
-    def _configure(self, conn: TranslationsConnection) -> None:
+    def _configure(self, conn: TranslationsConnection, event_id: str) -> None:
         audio_input: AudioInput = {
             "transcription": (
                 {"model": self._transcription_model} if self._transcription_model else None
@@ -70,7 +72,7 @@ class TranslationLink(OpenAILink[TranslationsConnection]):
         session: RealtimeTranslationSessionUpdateRequestParam = {
             "audio": {"input": audio_input, "output": {"language": self._spec.output_language}}
         }
-        conn.session.update(session=session)
+        conn.session.update(session=session, event_id=event_id)
 
     # -- the owner's writer thread ----------------------------------------------------------
 
@@ -105,7 +107,7 @@ class TranslationLink(OpenAILink[TranslationsConnection]):
     # -- reader thread ----------------------------------------------------------------------
 
     def _ended(self, event: Any) -> bool:
-        return bool(event.type == "session.closed")
+        return getattr(event, "type", None) == "session.closed"
 
     def _on_output_audio_delta(self, event: Any) -> None:
         received_at = time.monotonic()
@@ -121,9 +123,9 @@ class TranslationLink(OpenAILink[TranslationsConnection]):
         self._listener.on_audio(Pcm16.from_bytes(pcm, ENGINE_RATE_HZ), received_at)
 
     def _on_output_transcript_delta(self, event: Any) -> None:
-        if event.delta:
-            self._listener.on_text("translation", str(event.delta))
+        if isinstance(event.delta, str) and event.delta:
+            self._listener.on_text("translation", event.delta)
 
     def _on_input_transcript_delta(self, event: Any) -> None:
-        if event.delta:
-            self._listener.on_text("source", str(event.delta))
+        if isinstance(event.delta, str) and event.delta:
+            self._listener.on_text("source", event.delta)

@@ -78,6 +78,7 @@ class RealtimeLink(OpenAILink[RealtimeConnection]):
         self._transcribed: set[str] = set()  # items whose transcript came as deltas
         self._handlers = {
             "session.created": self._on_session_created,
+            "session.updated": self._on_session_updated,
             "input_audio_buffer.speech_started": self._on_speech_started,
             "input_audio_buffer.committed": self._on_committed,
             "response.output_audio.delta": self._on_output_audio_delta,
@@ -93,7 +94,7 @@ class RealtimeLink(OpenAILink[RealtimeConnection]):
             model=self._model, on_reconnecting=self._on_reconnecting, **CONNECT_OPTIONS
         )
 
-    def _configure(self, conn: RealtimeConnection) -> None:
+    def _configure(self, conn: RealtimeConnection, event_id: str) -> None:
         audio_format = format_param(self._format)
         audio_input: RealtimeAudioConfigInputParam = {
             "format": audio_format,
@@ -117,7 +118,7 @@ class RealtimeLink(OpenAILink[RealtimeConnection]):
                 "output": {"format": audio_format, "voice": self._voice},
             },
         }
-        conn.session.update(session=session)
+        conn.session.update(session=session, event_id=event_id)
 
     def _on_fresh_session(self) -> None:
         with self._lock:
@@ -190,28 +191,31 @@ class RealtimeLink(OpenAILink[RealtimeConnection]):
         self._listener.on_audio(audio, received_at)
 
     def _on_output_transcript_delta(self, event: Any) -> None:
-        if event.delta:
-            self._listener.on_text("translation", str(event.delta))
+        if isinstance(event.delta, str) and event.delta:
+            self._listener.on_text("translation", event.delta)
 
     def _on_input_transcript_delta(self, event: Any) -> None:
-        if event.delta:
+        if isinstance(event.delta, str) and event.delta:
             with self._lock:
                 self._transcribed.add(str(event.item_id))
-            self._listener.on_text("source", str(event.delta))
+            self._listener.on_text("source", event.delta)
 
     def _on_input_transcript(self, event: Any) -> None:
         # Models that stream (gpt-4o-transcribe) sent deltas; whisper-1 sends only this.
         with self._lock:
             streamed = str(event.item_id) in self._transcribed
             self._transcribed.discard(str(event.item_id))
-        if not streamed and event.transcript:
-            self._listener.on_text("source", str(event.transcript))
+        if not streamed and isinstance(event.transcript, str) and event.transcript:
+            self._listener.on_text("source", event.transcript)
 
     def _on_response_done(self, event: Any) -> None:
-        status = event.response.status
+        # Read leniently: whatever the event holds, the turn is over, and ignoring it would
+        # leave every later turn waiting behind it.
+        response = getattr(event, "response", None)
+        status = getattr(response, "status", None)
         if status not in (None, "completed"):
             self._log.warning(
-                "interpretation response %s: %s", status, event.response.status_details
+                "interpretation response %s: %s", status, getattr(response, "status_details", None)
             )
         with self._lock:
             covered, self._responding = self._responding or [], None

@@ -50,6 +50,10 @@ FRAME_SAMPLES = TWILIO_RATE_HZ // 10  # 100 ms per binary frame: the docs' examp
 HOLD_MS = 5000
 _HOLD_SAMPLES = TWILIO_RATE_HZ * HOLD_MS // 1000
 RECOVERY_BUDGET_S = 15.0
+# A request that lived this long worked: its loss starts a fresh recovery budget. One that died
+# sooner (say, closed on every start request) continues the budget and backs off further, so a
+# server that accepts and drops every request ends the call instead of being retried forever.
+STABLE_S = 2.0
 _RETRY_DELAYS_S = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 # Soniox closes a request that gets neither audio nor keepalive for 20 s; audio normally flows
 # (silence included), so this only fires if the leg stops feeding us.
@@ -149,6 +153,9 @@ class SonioxTranslationSession:
         self._closing = False
         self._failed = False
         self._links: list[SonioxLink] = []
+        self._trouble_since: float | None = None  # the recovery budget runs from here
+        self._quick_losses = 0  # requests in a row that died before STABLE_S
+        self._worked = False  # some request lived STABLE_S or answered (on_failed's "opened")
         self._assembler = ChunkAssembler()
         self._tokens_lock = threading.Lock()
         self.speaker = self._speaker(config, openai, spec)
@@ -231,7 +238,7 @@ class SonioxTranslationSession:
                 link = self._step(link)
         except Exception:  # noqa: BLE001 - thread boundary: end this call's translation only
             self._log.exception("Soniox writer failed")
-            self._fail("translation writer failed", opened=True)
+            self._fail("translation writer failed", opened=link is not None)
         finally:
             self._shut_down()
 
@@ -276,14 +283,21 @@ class SonioxTranslationSession:
             self._fail(f"Soniox refused the request: {error}", opened=not first)
             return None
         self._log.warning("Soniox request lost (%s); opening another", dead.dead_reason)
-        started = time.monotonic()
-        for delay in _RETRY_DELAYS_S:
+        now = time.monotonic()
+        lived = now - dead.opened_at if dead.opened_at else 0.0
+        if lived >= STABLE_S or self._trouble_since is None:
+            self._trouble_since = now
+            self._quick_losses = 0
+        else:
+            self._quick_losses += 1
+        self._worked = self._worked or lived >= STABLE_S or dead.responded
+        for delay in _RETRY_DELAYS_S[min(self._quick_losses, len(_RETRY_DELAYS_S) - 1) :]:
             with self._cond:
                 if self._closing:
                     return None
                 if delay:
                     self._cond.wait(delay)
-            if time.monotonic() - started > RECOVERY_BUDGET_S:
+            if time.monotonic() - self._trouble_since > RECOVERY_BUDGET_S:
                 break
             try:
                 link = self._open_link()
@@ -292,7 +306,7 @@ class SonioxTranslationSession:
                 continue
             self._count("replaced")
             return link
-        self._fail("translation session lost and could not be reopened", opened=True)
+        self._fail("translation session lost and could not be reopened", opened=self._worked)
         return None
 
     def _open_link(self) -> SonioxLink:

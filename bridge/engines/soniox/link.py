@@ -73,6 +73,7 @@ class SonioxLink:
         self.responded = False  # a response other than an error arrived
         self.dead_reason = ""
         self.last_sent_at = 0.0
+        self.opened_at = 0.0  # time.monotonic() when the start request went
         self._conn: ClientConnection | None = None
         self._reader: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -82,6 +83,7 @@ class SonioxLink:
     def open(self) -> None:
         """Connect and send the start request; raises :class:`LinkRefused`."""
         started = time.monotonic()
+        conn: ClientConnection | None = None
         try:
             conn = connect(
                 self._url,
@@ -98,9 +100,14 @@ class SonioxLink:
             raise LinkRefused(f"HTTP {exc.response.status_code} from Soniox") from exc
         except (OSError, TimeoutError, ConnectionClosed) as exc:
             self.state = LinkState.DEAD
+            self._close_quietly(conn)
             raise LinkRefused(f"Soniox unreachable: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # a broken handshake (InvalidMessage...): unavailable too
+            self.state = LinkState.DEAD
+            self._close_quietly(conn)
+            raise LinkRefused(f"Soniox handshake failed: {type(exc).__name__}") from exc
         self._conn = conn
-        self.last_sent_at = time.monotonic()
+        self.last_sent_at = self.opened_at = time.monotonic()
         self._log.info(
             "Soniox request %s open in %.0f ms (target %s)",
             self.name,
@@ -140,7 +147,9 @@ class SonioxLink:
                 reader.join(1.0)
 
     def close(self) -> None:
-        conn = self._conn
+        self._close_quietly(self._conn)
+
+    def _close_quietly(self, conn: ClientConnection | None) -> None:
         if conn is not None:
             try:
                 conn.close()
