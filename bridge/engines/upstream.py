@@ -18,12 +18,9 @@ engine's :class:`Link`; the session knows nothing of any vendor.
 
 from __future__ import annotations
 
-import enum
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Protocol
 
 import numpy as np
 
@@ -31,7 +28,8 @@ from bridge.audio.mixer import rms
 from bridge.audio.pcm import TWILIO_RATE_HZ, Pcm16, Samples
 from bridge.audio.resample import Upsampler8kTo24k
 from bridge.engines.contract import EngineUnavailable, SessionListener, SessionSpec
-from bridge.ops.logs import CallLogger, call_logger
+from bridge.engines.link import Link, LinkFactory, LinkState
+from bridge.ops.logs import call_logger
 from bridge.ops.metrics import Metrics
 
 # The translation model consumes 200 ms frames; appends of 100 ms keep it fed without adding
@@ -43,9 +41,6 @@ MAX_APPEND_MS = 200
 HOLD_MS = 5000
 # A replacement for a dead link is retried with backoff for this long, then the call ends.
 RECOVERY_BUDGET_S = 15.0
-# A link that stayed up this long worked: its loss starts a fresh budget. Links that never did
-# (a server that accepts each session, then drops it) share one budget with growing backoff.
-STABLE_S = 2.0
 _RETRY_DELAYS_S = (0.0, 0.5, 1.0, 2.0, 4.0)
 # Rotation: open the replacement this long before the session's end (at most a third of its
 # life), switch at the first quiet moment, or when only the guard time is left.
@@ -55,53 +50,6 @@ QUIET_S = 0.5
 QUIET_RMS = 400.0  # ~ -38 dBFS at 8 kHz: below speech, above a phone line's noise floor
 _POLL_S = 0.05
 CLOSE_WAIT_S = 5.0
-
-
-class LinkState(enum.Enum):
-    OPENING = "opening"
-    UP = "up"
-    RECONNECTING = "reconnecting"
-    FINISHING = "finishing"
-    DEAD = "dead"  # lost for good: the owner must open a replacement
-    CLOSED = "closed"
-
-
-class Link(Protocol):
-    """One vendor session. :meth:`open`, :meth:`send` and :meth:`finish` are called from the
-    owner's writer thread only; the link's own reader thread changes ``state`` and calls the
-    ``on_change`` it was made with so the writer looks again."""
-
-    name: str
-    state: LinkState
-    dead_reason: str
-    opened_at: float  # time.monotonic() when it opened
-    expires_at: float | None  # monotonic time the vendor will end the session, if it says
-    worked: bool  # stayed up STABLE_S at some point (a loss of it starts a fresh budget)
-
-    def open(self) -> None:
-        """Connect and configure; raises :class:`EngineUnavailable` if that is impossible."""
-
-    def send(self, samples: Samples) -> bool:
-        """Append audio at the link's input rate; False (nothing sent) if the link is not up."""
-
-    def finish(self) -> None:
-        """End the vendor session politely (flush what it owes, then close)."""
-
-    def join(self, timeout: float) -> None:
-        """Wait for the reader to end; close the socket if it does not in time."""
-
-
-class LinkFactory(Protocol):
-    """Makes a not yet opened link for a session (the engine binds its client and settings)."""
-
-    def __call__(
-        self,
-        *,
-        name: str,
-        on_change: Callable[[], None],
-        log: CallLogger,
-        count: Callable[[str], None],
-    ) -> Link: ...
 
 
 class UpstreamSession:

@@ -17,7 +17,7 @@ import pytest
 
 from bridge.engines import registry as engines
 from bridge.engines import upstream
-from bridge.engines.bland import engine as bland_engine
+from bridge.engines.bland import session as bland_session
 from bridge.engines.contract import Direction, SessionSpec, TranslationSession
 from bridge.engines.gpt_translator import engine as gpt_translator_engine
 from bridge.engines.registry import settings_from_env
@@ -226,7 +226,7 @@ def test_sessions_dropped_as_soon_as_configured_end_in_failure(
     """A vendor that accepts every session and drops it at once: each loss must not buy a
     fresh recovery budget (retried forever, the direction silent); the budget runs out and
     the call is told. (The budget is shortened here; its length is not what is tested.)"""
-    for module in (upstream, bland_engine, soniox_engine, gpt_translator_engine):
+    for module in (upstream, bland_session, soniox_engine, gpt_translator_engine):
         monkeypatch.setattr(module, "RECOVERY_BUDGET_S", 3.0)
     before = set(threading.enumerate())
     with harness.failing_config("drop"):

@@ -41,7 +41,7 @@ from typing import Any, Generic, NotRequired, Protocol, TypedDict, TypeVar
 from openai.types.websocket_reconnection import ReconnectingEvent, ReconnectingOverrides
 
 from bridge.engines.contract import EngineUnavailable, SessionListener, SessionSpec
-from bridge.engines.upstream import STABLE_S, LinkState
+from bridge.engines.link import STABLE_S, LinkState
 from bridge.ops.logs import CallLogger
 
 # Bound on one server message: a delta of a few seconds of 24 kHz PCM16 in base64 is < 1 MiB.

@@ -22,6 +22,7 @@ from openai.types.realtime.realtime_translation_session_update_request_param imp
 )
 
 from bridge.audio.pcm import ENGINE_RATE_HZ, Pcm16, Samples
+from bridge.engines.link import LinkState
 from bridge.engines.openai.connection import (
     CONNECT_OPTIONS,
     LinkArgs,
@@ -29,7 +30,6 @@ from bridge.engines.openai.connection import (
     OpenAILink,
     describe,
 )
-from bridge.engines.upstream import LinkState
 
 __all__ = ["LinkState", "TranslationLink", "describe"]
 

@@ -38,10 +38,10 @@ from openai.types.realtime.realtime_session_create_request_param import (
 )
 
 from bridge.audio.pcm import Samples
+from bridge.engines.link import LinkState
 from bridge.engines.openai.config import AudioFormat
 from bridge.engines.openai.connection import CONNECT_OPTIONS, LinkArgs, Manager, OpenAILink
 from bridge.engines.openai.interpreter import decode_output, encode_input, format_param
-from bridge.engines.upstream import LinkState
 
 # Server VAD: a 500 ms pause ends a turn (OpenAI's guide: works well for translation); 300 ms
 # of audio before the detected start is kept so first syllables are not clipped.

@@ -19,7 +19,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from bridge.audio.pcm import Pcm16, ulaw_to_pcm16
-from bridge.engines.bland.engine import BlandEngine, BlandTranslationSession
+from bridge.engines.bland.engine import BlandEngine
+from bridge.engines.bland.session import BlandTranslationSession
 from bridge.engines.contract import Direction, SessionSpec
 from bridge.engines.registry import settings_from_env
 from bridge.ops.metrics import Metrics
