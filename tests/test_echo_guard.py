@@ -23,6 +23,7 @@ import pytest
 
 from bridge.audio import Pcm16, pcm16_to_ulaw, ulaw_to_pcm16
 from bridge.echo_guard import MAX_ECHO_DELAY_S, QUIET_RMS, EchoGuard
+from bridge.jitter import HOLD_MAX_S
 from bridge.leg import CallLeg, LegConfig
 from bridge.metrics import Metrics
 from bridge.mixer import db_to_gain
@@ -183,18 +184,28 @@ def test_the_agent_talking_over_the_echo_still_reaches_the_engine(
     assert outcome.searches <= outcome.decisions / 5 + 2
 
 
-def test_heard_history_leaves_out_what_twilio_holds_and_counts_the_silence_it_played() -> None:
-    """The guard's input: what has begun playing, on a timeline where pauses take their time."""
-    playout = Playout(max_ahead_s=1.0)
+@pytest.mark.parametrize("jitter_hold", [True, False], ids=["held", "relay"])
+def test_heard_history_leaves_out_what_twilio_holds_and_counts_the_silence_it_played(
+    jitter_hold: bool,
+) -> None:
+    """The guard's input: what has begun playing, on a timeline where pauses take their time.
+    With the jitter hold, the utterance starts HOLD_MAX_S late (a new stream's first hold) and
+    that wait is silence heard too: positions stay the clock's."""
+    playout = Playout(max_ahead_s=1.0, jitter_hold=jitter_hold)
+    t0 = HOLD_MAX_S if jitter_hold else 0.0
     speech = TRANSLATION_24K[::3][: RATE // 2].copy()  # 500 ms
     speech[speech == 0] = 1
     playout.push(speech, 0.0, 0.0)
-    playout.due(0.0)  # all of it goes to Twilio at once (a second of lead)
-    heard, end = playout.heard(0.2)
+    frames = [item for item in playout.due(0.0)[0] if isinstance(item, Frame)]
+    assert len(frames) == (0 if jitter_hold else 25)
+    playout.due(t0)  # all of it goes to Twilio at once (a second of lead)
+    heard, end = playout.heard(t0 + 0.2)
     # 200 ms of it has played: the rest cannot be echoing yet.
     assert np.array_equal(heard[-1600:], speech[:1600])
     start = end - 1600
-    heard, end = playout.heard(1.5)  # played out at 0.5 s, then a second of silence
+    assert start == round(t0 * RATE)
+    assert not heard[-1600 - start : -1600].any()  # the hold, heard as silence
+    heard, end = playout.heard(t0 + 1.5)  # played out at t0 + 0.5 s, then a second of silence
     assert end == start + RATE // 2 + RATE
     assert np.array_equal(heard[-RATE - RATE // 2 : -RATE], speech)
     assert not heard[-RATE:].any()
@@ -235,6 +246,9 @@ def test_an_echo_after_silence_is_attenuated_from_its_first_frame() -> None:
     leg = CallLeg("CAecho", "agent", Metrics(), LegConfig(echo_guard_db=-30.0), lambda: now[0])
     assert leg.attach(ws, "MZecho")
     leg.play(Pcm16(TRANSLATION_24K[12000 : 12000 + 14400], 24000), 0.0)  # 600 ms of speech
+    # The leg holds a new stream's first utterance HOLD_MAX_S (the jitter hold, on as in real
+    # calls): the injected clock must get there for it to be sent. It then plays from here.
+    now[0] = HOLD_MAX_S
     deadline = time.monotonic() + 10.0
     while len(ws.media) < 4800:  # the writer sends it all at once (a second of lead)
         assert time.monotonic() < deadline, "the leg never sent the translation"
