@@ -34,9 +34,12 @@ Floats = NDArray[np.float64]
 # or their voice over a weaker echo, scores below 0.4.
 ECHO_LIKENESS = 0.5
 # An echo of sound mostly outside the phone's band (300-3400 Hz; a voiced onset's low
-# fundamental) comes back much quieter than what was played and only partly like it: 0.3-0.4.
-# A frame quieter than the echo would be and at least this much like it is that echo; another
-# voice, unrelated to what was played, scores below 0.2 over a frame's few lags.
+# fundamental) comes back much quieter than what was played and only partly like it (0.34
+# measured). A frame quieter than the echo expected there and at least this much like it is
+# taken for echo, whatever the last decision was. Another voice scores this much by chance in
+# ~30% of frames (the demo's agent against its caller, best of a frame's 33 lags), so only the
+# party's speech quieter than our echo is affected: never told apart from it anyway (double
+# talk still passes 94% of their speech frames, as before).
 PARTIAL_LIKENESS = 0.25
 # Likeness at which a match is trusted to locate the echo path (to lock onto it, to move it,
 # to learn the echo's level): an echo through a phone scores above 0.85, while the party talking
