@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from bridge.audio.echo_guard import MAX_ECHO_DELAY_S, QUIET_RMS, EchoGuard
+from bridge.audio.jitter import HOLD_MAX_S
 from bridge.audio.mixer import db_to_gain
 from bridge.audio.pcm import Pcm16, pcm16_to_ulaw, ulaw_to_pcm16
 from bridge.audio.playout import Frame, MarkOut, Playout
@@ -83,19 +84,26 @@ class Outcome:
 
 
 def call(
-    delay_s: float, level_db: float, seed: int, double_talk: bool = False, passthrough: bool = True
+    delay_s: float,
+    level_db: float,
+    seed: int,
+    double_talk: bool = False,
+    passthrough: bool = True,
+    jitter_hold: bool = True,
+    start_s: float = 1.0,
 ) -> Outcome:
     rng = random.Random(seed)
-    # The leg's leads (leg.py): 100 ms with the passthrough on, a second of translation without.
+    # The leg's leads (leg.py): 100 ms with the passthrough on, a second of translation without;
+    # the jitter hold on, as for every engine but the relay.
     playout = (
-        Playout(max_ahead_s=0.1, passthrough_db=-14.0, duck_db=-12.0)
+        Playout(max_ahead_s=0.1, passthrough_db=-14.0, duck_db=-12.0, jitter_hold=jitter_hold)
         if passthrough
-        else Playout(max_ahead_s=1.0)
+        else Playout(max_ahead_s=1.0, jitter_hold=jitter_hold)
     )
     guard = EchoGuard()
     downsampler = Downsampler24kTo8k()
     deltas: list[tuple[float, np.ndarray]] = []
-    at, i = 1.0, 0
+    at, i = start_s, 0
     while i < len(TRANSLATION_24K):
         n = rng.choice([2400, 4800, 7200])
         deltas.append((at, TRANSLATION_24K[i : i + n]))
@@ -171,7 +179,7 @@ def test_echo_never_reaches_the_engine(delay_ms: int, level_db: int, passthrough
 
 
 @pytest.mark.parametrize("passthrough", [True, False], ids=["passthrough", "translation-only"])
-@pytest.mark.parametrize("delay_ms", [20, 60, 200])
+@pytest.mark.parametrize("delay_ms", [20, 60, 120, 200])
 @pytest.mark.parametrize("level_db", [-20, -6, -3])
 def test_the_agent_talking_over_the_echo_still_reaches_the_engine(
     delay_ms: int, level_db: int, passthrough: bool
@@ -183,18 +191,42 @@ def test_the_agent_talking_over_the_echo_still_reaches_the_engine(
     assert outcome.searches <= outcome.decisions / 5 + 2
 
 
-def test_heard_history_leaves_out_what_twilio_holds_and_counts_the_silence_it_played() -> None:
-    """The guard's input: what has begun playing, on a timeline where pauses take their time."""
-    playout = Playout(max_ahead_s=1.0)
+@pytest.mark.parametrize("delay_ms", [60, 120])
+def test_an_echo_just_as_the_agent_stops_talking_over_it_is_not_let_through(delay_ms: int) -> None:
+    """The guard alone (no jitter hold, so independent of it). At these delays an echo returns
+    just as the agent pauses, and it is of a voiced onset whose energy lies mostly below the
+    phone's 300 Hz: quieter than the echo expected there and only 0.34 like what was played.
+    The guard kept its last decision for such a frame, the agent's "not echo", and let it
+    through (frame 281). The jitter hold moves the translation ~100 ms later, which put the
+    same frame behind the grid's 20 ms case."""
+    start = 1.06 if delay_ms == 60 else 1.0  # where the translation starts (see call())
+    outcome = call(delay_ms / 1000, -3, 0, double_talk=True, jitter_hold=False, start_s=start)
+    assert outcome.speech_passed() > 0.8
+    assert outcome.leaked() == []
+
+
+@pytest.mark.parametrize("jitter_hold", [True, False], ids=["held", "relay"])
+def test_heard_history_leaves_out_what_twilio_holds_and_counts_the_silence_it_played(
+    jitter_hold: bool,
+) -> None:
+    """The guard's input: what has begun playing, on a timeline where pauses take their time.
+    With the jitter hold, the utterance starts HOLD_MAX_S late (a new stream's first hold) and
+    that wait is silence heard too: positions stay the clock's."""
+    playout = Playout(max_ahead_s=1.0, jitter_hold=jitter_hold)
+    t0 = HOLD_MAX_S if jitter_hold else 0.0
     speech = TRANSLATION_24K[::3][: RATE // 2].copy()  # 500 ms
     speech[speech == 0] = 1
     playout.push(speech, 0.0, 0.0)
-    playout.due(0.0)  # all of it goes to Twilio at once (a second of lead)
-    heard, end = playout.heard(0.2)
+    frames = [item for item in playout.due(0.0)[0] if isinstance(item, Frame)]
+    assert len(frames) == (0 if jitter_hold else 25)
+    playout.due(t0)  # all of it goes to Twilio at once (a second of lead)
+    heard, end = playout.heard(t0 + 0.2)
     # 200 ms of it has played: the rest cannot be echoing yet.
     assert np.array_equal(heard[-1600:], speech[:1600])
     start = end - 1600
-    heard, end = playout.heard(1.5)  # played out at 0.5 s, then a second of silence
+    assert start == round(t0 * RATE)
+    assert not heard[-1600 - start : -1600].any()  # the hold, heard as silence
+    heard, end = playout.heard(t0 + 1.5)  # played out at t0 + 0.5 s, then a second of silence
     assert end == start + RATE // 2 + RATE
     assert np.array_equal(heard[-RATE - RATE // 2 : -RATE], speech)
     assert not heard[-RATE:].any()
@@ -204,7 +236,7 @@ def test_heard_history_leaves_out_what_twilio_holds_and_counts_the_silence_it_pl
 
 class _Socket:
     """The leg's Media Stream socket: what the leg's writer sends, decoded (it takes
-    everything at once: the socket's own backlog is tests/test_inline_ws.py's)."""
+    everything at once: the socket's own backlog is tests/telephony/test_inline_ws.py's)."""
 
     backlogged = False
 
@@ -235,6 +267,9 @@ def test_an_echo_after_silence_is_attenuated_from_its_first_frame() -> None:
     leg = CallLeg("CAecho", "agent", Metrics(), LegConfig(echo_guard_db=-30.0), lambda: now[0])
     assert leg.attach(ws, "MZecho")
     leg.play(Pcm16(TRANSLATION_24K[12000 : 12000 + 14400], 24000), 0.0)  # 600 ms of speech
+    # The leg holds a new stream's first utterance HOLD_MAX_S (the jitter hold, on as in real
+    # calls): the injected clock must get there for it to be sent. It then plays from here.
+    now[0] = HOLD_MAX_S
     deadline = time.monotonic() + 10.0
     while len(ws.media) < 4800:  # the writer sends it all at once (a second of lead)
         assert time.monotonic() < deadline, "the leg never sent the translation"
