@@ -1,13 +1,13 @@
 """Per-frame cost of writing a Media Stream frame: ``.venv/bin/python bench/media_send.py``.
 
-Before (simple-websocket's own ``Server.send``: wsproto framing, then a blocking ``sock.send``
-from the calling thread) against after (``bridge.inline_ws.StreamSocket.send``: the same
-framing under the socket's lock, into the outgoing buffer, then a non-blocking send). Both
-write the same ~350-byte ``media`` text over loopback TCP to a peer thread that reads all it
-gets; frames go in bursts of ``BURST`` with a short sleep between, so the peer keeps up and
-the kernel never pushes back (as at Twilio's pace): what is measured is the path itself. Cost
-is the sending thread's CPU time (``time.thread_time``: sleeps do not count) per frame, median
-over several runs, alternating the two paths so a change in the machine's load hits both.
+Before (simple-websocket's own ``Server.send``: wsproto framing, then a blocking ``sock.send`` from
+the calling thread) against after (``bridge.telephony.stream_socket.StreamSocket.send``: the same
+framing under the socket's lock, into the outgoing buffer, then a non-blocking send). Both write the
+same ~350-byte ``media`` text over loopback TCP to a peer thread that reads all it gets; frames go
+in bursts of ``BURST`` with a short sleep between, so the peer keeps up and the kernel never pushes
+back (as at Twilio's pace): what is measured is the path itself. Cost is the sending thread's CPU
+time (``time.thread_time``: sleeps do not count) per frame, median over several runs, alternating
+the two paths so a change in the machine's load hits both.
 """
 
 from __future__ import annotations

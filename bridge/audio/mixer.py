@@ -89,5 +89,5 @@ def scale(samples: Samples, gain: float) -> Samples:
 
 def echo_likeness(mic: Samples, played: Samples) -> float:
     """How much ``mic`` looks like a (delayed, scaled) copy of part of ``played``, 0..1 (the
-    echo guard's measure: :func:`bridge.echo_guard.echo_match`)."""
+    echo guard's measure: :func:`bridge.audio.echo_guard.echo_match`)."""
     return echo_match(mic, played)[0]

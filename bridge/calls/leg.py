@@ -41,7 +41,8 @@ LEAD_TRANSLATION_ONLY_S = 1.0
 
 
 class MediaSocket(Protocol):
-    """What the leg needs of its Media Stream socket (``bridge.inline_ws.StreamSocket``).
+    """What the leg needs of its Media Stream socket
+    (:class:`bridge.telephony.stream_socket.StreamSocket`).
 
     Nothing here blocks: ``send`` writes what the socket takes and keeps the rest, ``flush``
     retries it (True once nothing waits); both raise ``WriteStalled`` when the peer stopped
