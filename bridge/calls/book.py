@@ -13,6 +13,8 @@ table's lock is never held while a call's own lock is taken.
 from __future__ import annotations
 
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -28,6 +30,11 @@ if TYPE_CHECKING:
 # The agent's stream can only start after Twilio answered our create request; if its `start`
 # races the REST response, wait this long for the CallSid before refusing the stream.
 AGENT_SID_WAIT_S = 5.0
+# A voice webhook's signature has no timestamp, so a captured one can be re-posted at any time:
+# ended calls are remembered this long (and at most this many per process), and a replay for
+# one is never admitted again (a replay older than that would be: see docs/security.md).
+REMEMBER_ENDED_S = 24 * 3600
+REMEMBER_ENDED_MAX = 100_000
 LegFactory = Callable[[Role], CallLeg]
 
 
@@ -73,6 +80,10 @@ class CallBook(Protocol):
 
     def unregister(self, call: Call) -> None: ...
 
+    def ended_recently(self, caller_sid: str) -> bool:
+        """Whether the call of ``caller_sid`` ended (here, or with several instances anywhere)
+        within REMEMBER_ENDED_S: a voice webhook for it is a replay."""
+
     # -- what the call's parts elsewhere need ----------------------------------------------
 
     def leg_factory(self, caller_sid: str, config: LegConfig, metrics: Metrics) -> LegFactory:
@@ -99,7 +110,9 @@ class CallBook(Protocol):
 
     def bind(self, start: Start, bridge_sid: str) -> tuple[Call, Role, bool]:
         """The call and leg a stream's ``start`` belongs to, and whether the call became held
-        here just now; raises :class:`StreamRejected`."""
+        here just now; raises :class:`StreamRejected`, also for a leg that has (or had) a
+        stream already: a leg takes one stream in its life, and a refused one changes nothing
+        of the call."""
 
     def leg_left(self, call: Call, role: Role) -> None:
         """A leg's stream ended on this instance."""
@@ -131,6 +144,7 @@ class MemoryCallBook:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_sid: dict[str, Call] = {}
+        self._ended: OrderedDict[str, float] = OrderedDict()  # caller's CallSid → ended at
         self._served: CallControl | None = None
 
     def serve(self, control: CallControl) -> None:
@@ -189,6 +203,8 @@ class MemoryCallBook:
     def forget(self, call: Call) -> bool:
         held = False
         with self._lock:
+            if call.ended.is_set():
+                self._remember_ended(call.sid)
             for sid in (call.sid, call.agent_sid):
                 if sid is not None and self._by_sid.get(sid) is call:
                     del self._by_sid[sid]
@@ -199,6 +215,22 @@ class MemoryCallBook:
         with self._lock:
             if self._by_sid.get(call.sid) is call:
                 del self._by_sid[call.sid]
+
+    def ended_recently(self, caller_sid: str) -> bool:
+        with self._lock:
+            ended_at = self._ended.get(caller_sid)
+        return ended_at is not None and time.monotonic() - ended_at < REMEMBER_ENDED_S
+
+    def _remember_ended(self, caller_sid: str) -> None:
+        """Under the table's lock. Oldest first, so the bound drops the stalest."""
+        now = time.monotonic()
+        self._ended[caller_sid] = now
+        self._ended.move_to_end(caller_sid)
+        while self._ended and (
+            len(self._ended) > REMEMBER_ENDED_MAX
+            or now - next(iter(self._ended.values())) >= REMEMBER_ENDED_S
+        ):
+            self._ended.popitem(last=False)
 
     # -- one process: nothing is elsewhere --------------------------------------------------
 
@@ -241,6 +273,10 @@ class MemoryCallBook:
             raise StreamRejected("start.callSid is not a leg of the named call")
         if bridge_sid != call.sid or start.custom_parameters.get(PARAM_LEG) != role:
             raise StreamRejected("stream parameters do not match the call")
+        if call.legs[role].attached:
+            # ``attach`` refuses it too (atomically, and a leg whose stream ended); refused
+            # here, nothing else of the binding is done for it.
+            raise StreamRejected(f"the {role} leg has a stream already")
         return call, role, False
 
     def leg_left(self, call: Call, role: Role) -> None:
@@ -272,6 +308,8 @@ class MemoryCallBook:
 
 __all__ = [
     "AGENT_SID_WAIT_S",
+    "REMEMBER_ENDED_MAX",
+    "REMEMBER_ENDED_S",
     "CallBook",
     "LegFactory",
     "MemoryCallBook",

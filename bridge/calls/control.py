@@ -34,7 +34,14 @@ from bridge.settings.prompts import Prompt, PromptBook, PromptName, load_prompts
 from bridge.telephony.media_wire import Start
 from bridge.telephony.rest import DialRequest, TwilioRest, TwilioRestError
 from bridge.telephony.routes import AMD_PATH, MEDIA_PATH, STATUS_PATH
-from bridge.telephony.twiml import PARAM_CALL, connect_stream, say_and_hang_up
+from bridge.telephony.stream_token import StreamTokenError, StreamTokens
+from bridge.telephony.twiml import (
+    PARAM_CALL,
+    PARAM_LEG,
+    PARAM_TOKEN,
+    connect_stream,
+    say_and_hang_up,
+)
 
 log = logging.getLogger(__name__)
 # The time-limit notice goes out this long before MAX_CALL_SECONDS, so it is heard in full
@@ -43,6 +50,10 @@ log = logging.getLogger(__name__)
 TIME_LIMIT_NOTICE_S = 10.0
 TIME_LIMIT_NOTICE_SHARE = 0.25
 WATCHDOG_PERIOD_S = 0.5
+# How long a leg's stream token admits its `start`. The caller's stream starts as soon as
+# Twilio has said the greeting; the agent's only after dialling, ringing (at most
+# AGENT_DIAL_TIMEOUT) and the whisper. The margin also covers clocks of instances that differ.
+STREAM_TOKEN_MARGIN_S = 120.0
 
 
 def _utcnow() -> datetime:
@@ -78,6 +89,7 @@ class CallControl:
         self._metrics = metrics
         # Validated by Settings already; cached, so this is the very book it checked.
         self._prompts = load_prompts(settings.prompts_file, settings.languages_file)
+        self._tokens = StreamTokens(settings.twilio_auth_token)
         self._lock = threading.Lock()
         self._teardowns = Teardowns(rest, metrics, self.hub, self.book, self._prompts)
         self._status = StatusCallbacks(self.book, self.hub, self._teardowns)
@@ -121,6 +133,8 @@ class CallControl:
         """
         if self._draining.is_set():
             raise Draining
+        if self._ended(caller_sid):
+            return self._replayed(caller_sid, self._lead)
         reason = self._refusal(caller_sid, caller_number)
         return None if reason is None else self._decline(caller_sid, reason, self._lead)
 
@@ -144,6 +158,8 @@ class CallControl:
             raise Draining
         if self._refusal(caller_sid, caller_number) == "not_allowed":
             return self._decline(caller_sid, "not_allowed", language)
+        if self._ended(caller_sid):
+            return self._replayed(caller_sid, language)
         agent_language = s.agent_language_for(s.agent_number)
         call, is_new = self.book.register(
             caller_sid,
@@ -154,6 +170,8 @@ class CallControl:
         )
         if call is None:
             return self._decline(caller_sid, "all_busy", language)
+        if call.ended.is_set():  # replayed while its teardown runs
+            return self._replayed(caller_sid, language)
         if is_new and self._admitted(call):
             # Twilio may retry a slow webhook; a retry gets the same TwiML and no second dial.
             self._metrics.calls_started.inc()
@@ -180,7 +198,9 @@ class CallControl:
                 target=self._setup, args=(call,), name=f"call-setup:{caller_sid[-6:]}", daemon=True
             ).start()
         greeting = self._prompts.prompt("connecting", call.caller_language)
-        return connect_stream(s.stream_url(MEDIA_PATH), caller_sid, "caller", greeting)
+        # (A retried webhook gets a fresh token: the same call and leg, a later expiry.)
+        token = self._tokens.issue(caller_sid, "caller", time.time(), STREAM_TOKEN_MARGIN_S)
+        return connect_stream(s.stream_url(MEDIA_PATH), caller_sid, "caller", token, greeting)
 
     def new_call(
         self,
@@ -228,6 +248,18 @@ class CallControl:
             return None  # already admitted (a retried webhook)
         return "all_busy" if len(self.book.calls()) >= s.max_concurrent_calls else None
 
+    def _ended(self, caller_sid: str) -> bool:
+        """Whether the call of ``caller_sid`` has ended here or (several instances) anywhere."""
+        call = self.book.find(caller_sid)
+        return (call is not None and call.ended.is_set()) or self.book.ended_recently(caller_sid)
+
+    def _replayed(self, caller_sid: str, language: str) -> str:
+        """A voice webhook for a call that is over: Twilio sends none, so it is a replay (its
+        signature has no timestamp). Never admitted again, never dialled: a goodbye."""
+        log.warning("call=%s voice webhook for a call that has ended: not admitted", caller_sid)
+        self._metrics.calls_refused.labels("replayed").inc()
+        return say_and_hang_up(self._prompts.prompt("interpreter_unavailable", language))
+
     def _decline(self, caller_sid: str, reason: PromptName, language: str) -> str:
         if reason == "not_allowed":
             log.info("call=%s declined: caller not on ALLOWED_CALLERS", caller_sid)
@@ -241,8 +273,10 @@ class CallControl:
         try:
             if not self.book.sessions_follow_streams:
                 open_sessions(self._engine, self._teardowns, call)
+            ttl_s = s.agent_dial_timeout_s + STREAM_TOKEN_MARGIN_S
+            token = self._tokens.issue(call.sid, "agent", time.time(), ttl_s)
             agent_twiml = connect_stream(
-                s.stream_url(MEDIA_PATH), call.sid, "agent", self._whisper(call)
+                s.stream_url(MEDIA_PATH), call.sid, "agent", token, self._whisper(call)
             )
             # A Twilio Client identity is an app, never a voicemail box: no detection there.
             detect = s.agent_machine_detection and not s.agent_number.startswith("client:")
@@ -295,10 +329,21 @@ class CallControl:
     # -- Media Streams ----------------------------------------------------------------------
 
     def bind_stream(self, start: Start) -> tuple[Call, Role]:
-        """Match a stream's `start` to a live call; returns the call and the leg's role."""
+        """Match a stream's `start` to a live call; returns the call and the leg's role.
+
+        Only a stream opened by our own TwiML carries a valid token for the call and leg it
+        names: checked first, so a forged `start` touches nothing (no lookup, no wait, no
+        shared state). A leg takes one stream in its life (the book refuses a second).
+        """
         if start.account_sid != self._settings.twilio_account_sid:
             raise StreamRejected("start.accountSid is not this account")
-        call, role, held_now = self.book.bind(start, start.custom_parameters.get(PARAM_CALL, ""))
+        params = start.custom_parameters
+        bridge_sid, leg = params.get(PARAM_CALL, ""), params.get(PARAM_LEG, "")
+        try:
+            self._tokens.check(bridge_sid, leg, params.get(PARAM_TOKEN, ""), time.time())
+        except StreamTokenError as exc:
+            raise StreamRejected(str(exc)) from None
+        call, role, held_now = self.book.bind(start, bridge_sid)
         if held_now:  # several instances: a call admitted elsewhere, now partly held here
             self._metrics.active_calls.inc()
             self._ensure_watchdog()

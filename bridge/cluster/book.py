@@ -162,6 +162,10 @@ class RedisCallBook(MemoryCallBook):
     def bind(self, start: Start, bridge_sid: str) -> tuple[Call, Role, bool]:
         try:
             shared, role = self._shared_for_stream(start, bridge_sid)
+            # Cluster-wide, once per leg: a second stream for it (on any instance) is refused
+            # before it takes anything (the leg's owner, its reader) from the first.
+            if not self.registry.claim_stream(shared.sid, role, start.stream_sid):
+                raise StreamRejected(f"the {role} leg has a stream already")
             ended = self.registry.ended(shared.sid)
             if ended and role == "caller":
                 self.registry.update(shared.sid, caller_stream_seen="1")
@@ -229,6 +233,13 @@ class RedisCallBook(MemoryCallBook):
                 self._readers[(call.sid, role)] = reader
         if reader is not None:
             reader.start()
+
+    def ended_recently(self, caller_sid: str) -> bool:
+        """Ended here, or anywhere: the end claim outlives the call (REMEMBER_ENDED_S). With
+        Redis unreachable this cannot tell; admission then fails on its own."""
+        if super().ended_recently(caller_sid):
+            return True
+        return bool(self._quietly(lambda: self.registry.ended(caller_sid)))
 
     def leg_left(self, call: Call, role: Role) -> None:
         self._quietly(lambda: self.registry.update(call.sid, **{f"{role}_live": "0"}))

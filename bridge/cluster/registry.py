@@ -6,10 +6,12 @@ that dies leaves nothing behind for longer than ``CALL_TTL_S``:
 
 * ``bridge:call:{sid}`` (hash): the call as its home instance admitted it, the agent's
   CallSid, each leg's live/answered flags and which instance holds each leg's socket
-  (``caller_owner``, ``agent_owner``);
+  (``caller_owner``, ``agent_owner``), and the streamSid that claimed each leg's one stream
+  (``caller_stream``, ``agent_stream``);
 * ``bridge:agent:{agent_sid}``: the caller's CallSid, to find a call from its agent leg;
 * ``bridge:end:{sid}``: the claim of the call's teardown (``SET NX``), so exactly one
-  instance ends a call whoever hears about its end first;
+  instance ends a call whoever hears about its end first; it outlives the call for
+  ``REMEMBER_ENDED_S`` (a day), so a replayed voice webhook for an ended call is refused;
 * ``bridge:instance:{id}``: an instance's liveness, refreshed every ``HEARTBEAT_S``;
 * ``bridge:inbox:{id}`` (stream): control messages for one instance (a call is ending, has
   ended), read by that instance's inbox thread.
@@ -30,14 +32,17 @@ from typing import Any, cast
 
 import redis
 
+from bridge.calls.book import REMEMBER_ENDED_S
+
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 1.0
 # An instance whose key is older than this is gone: three missed heartbeats.
 INSTANCE_TTL_S = 3
 # Calls outlive a missed heartbeat or two, never a dead cluster by much.
 CALL_TTL_S = 10
-# A claim outlives late callbacks about the call (Twilio retries for a while).
-END_CLAIM_TTL_S = 600
+# A claim outlives late callbacks about the call (Twilio retries for a while), and tells a
+# replayed voice webhook that its call has ended for as long as a process remembers it itself.
+END_CLAIM_TTL_S = REMEMBER_ENDED_S
 INBOX_MAXLEN = 10_000
 _PREFIX = "bridge:"
 
@@ -183,6 +188,19 @@ class CallRegistry:
         pipe.expire(call_key(sid), CALL_TTL_S, nx=True)  # an expired call's husk expires too
         first, _ = pipe.execute()
         return bool(first)
+
+    def claim_stream(self, sid: str, role: str, stream_sid: str) -> bool:
+        """Claim ``role``'s one stream for ``stream_sid``; False if another stream has (or had)
+        it, or the call is gone. Atomic across instances (HSETNX)."""
+        key = call_key(sid)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.exists(key)
+        pipe.hsetnx(key, f"{role}_stream", stream_sid)
+        exists, claimed = pipe.execute()
+        if not exists:
+            self.client.delete(key)  # HSETNX made a husk of an expired call: drop it
+            return False
+        return bool(claimed)
 
     def set_agent_sid(self, sid: str, agent_sid: str) -> None:
         pipe = self.client.pipeline(transaction=True)

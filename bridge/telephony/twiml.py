@@ -17,14 +17,20 @@ from bridge.settings.prompts import Prompt
 # stream belongs to travels as custom parameters and comes back in the `start` message.
 PARAM_CALL = "bridgeCallSid"
 PARAM_LEG = "leg"
+# Binds the stream to the call and leg above: an HMAC only the bridge can make, carried only in
+# this TwiML (bridge/telephony/stream_token.py), so a start that merely names a call is refused.
+PARAM_TOKEN = "streamToken"  # noqa: S105 (a parameter name, not a secret)
 
 
 def _say(parent: VoiceResponse | Gather, prompt: Prompt) -> None:
     parent.say(prompt.text, language=prompt.say_language, voice=prompt.voice)
 
 
-def connect_stream(stream_url: str, call_sid: str, leg: str, intro: Prompt | None) -> str:
-    """Say ``intro`` (if any), then connect this leg to a bidirectional Media Stream.
+def connect_stream(
+    stream_url: str, call_sid: str, leg: str, token: str, intro: Prompt | None
+) -> str:
+    """Say ``intro`` (if any), then connect this leg to a bidirectional Media Stream whose
+    `start` carries the call, the leg and the leg's stream ``token``.
 
     ``<Connect><Stream>`` (not ``<Start>``) is the bidirectional form: the only one that lets us
     play translated audio back. It blocks the TwiML until the bridge closes the socket.
@@ -36,6 +42,7 @@ def connect_stream(stream_url: str, call_sid: str, leg: str, intro: Prompt | Non
     stream = connect.stream(url=stream_url)
     stream.parameter(name=PARAM_CALL, value=call_sid)
     stream.parameter(name=PARAM_LEG, value=leg)
+    stream.parameter(name=PARAM_TOKEN, value=token)
     response.append(connect)
     return str(response.to_xml())
 

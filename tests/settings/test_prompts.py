@@ -20,6 +20,7 @@ from bridge.settings.env import OPENAI_OUTPUT_LANGUAGES, ConfigError, Settings
 from bridge.settings.languages import load_languages
 from bridge.settings.prompts import PROMPT_NAMES, TEMPLATE_FIELDS, load_prompts, prompt
 from bridge.telephony.language_menu import LanguageMenu
+from bridge.telephony.stream_token import StreamTokens
 from bridge.telephony.twiml import connect_stream, say_and_hang_up
 from tests.bridge_process import run_gunicorn_once
 
@@ -176,14 +177,19 @@ def reference_documents() -> dict[str, str]:
     menu = LanguageMenu(s.caller_languages, load_prompts(), s.public_url("/twilio/language"))
     stream = s.stream_url("/media")
     whisper = prompt("agent_whisper", "en", caller_language=TABLE["en"].name_of("es"))
+    # A real token for the sample's auth token, issued at a fixed moment (2027-01-15 08:00 UTC)
+    # with the default expiries, so the documents do not change from one run to the next.
+    tokens, issued_at = StreamTokens(BASE["TWILIO_AUTH_TOKEN"]), 1_800_000_000.0
+    caller_token = tokens.issue(call_sid, "caller", issued_at, 120)
+    agent_token = tokens.issue(call_sid, "agent", issued_at, 30 + 120)
     return {
         "language-menu.xml": menu.offer(1),
         "language-menu-retry.xml": menu.offer(2),
         "language-menu-goodbye.xml": menu.give_up(),
         "caller-connect.xml": connect_stream(
-            stream, call_sid, "caller", prompt("connecting", "es")
+            stream, call_sid, "caller", caller_token, prompt("connecting", "es")
         ),
-        "agent-connect.xml": connect_stream(stream, call_sid, "agent", whisper),
+        "agent-connect.xml": connect_stream(stream, call_sid, "agent", agent_token, whisper),
         "notice-and-hang-up.xml": say_and_hang_up(prompt("agent_unavailable", "es")),
     }
 

@@ -432,3 +432,29 @@ def test_a_dial_without_an_amd_callback_asks_for_no_detection() -> None:
         assert creates[1]["MachineDetection"] == ["Enable"]
         assert creates[1]["AsyncAmdStatusCallbackMethod"] == ["POST"]
         assert twilio.calls[plain].ended.wait(5) and twilio.calls[detected].ended.wait(5)
+
+
+def test_replayed_menu_webhooks_of_an_ended_call_dial_nobody(menu_stack: Stack) -> None:
+    """The voice webhook (which offers the menu) and the menu's answer, re-posted with their
+    valid signatures after the call ended: a goodbye and a hang-up each, no second dial."""
+    twilio = menu_stack.twilio
+    caller, agent = call_in(menu_stack, GatherAnswer(digits="2"))
+    hang_up(menu_stack, caller, agent)
+    dials = [r for r in twilio.rest_requests if r.path.endswith("/Calls.json")]
+    replays = [
+        w
+        for w in twilio.webhooks
+        if w.params.get("CallSid") == caller.sid
+        and any(path in w.url for path in ("/twilio/voice", "/twilio/language"))
+    ]
+    assert len(replays) == 2, replays  # the voice webhook and the menu's one answer
+    for record in replays:
+        response = twilio.post_webhook(record.url, record.params)
+        assert response is not None and response.status_code == 200
+        verbs = [type(v).__name__ for v in parse_twiml(response.text)]
+        assert verbs == ["Say", "Hangup"], (record.url, response.text)
+    deadline = time.monotonic() + 2.0  # a wrongly admitted call dials at once
+    while time.monotonic() < deadline:
+        assert [r for r in twilio.rest_requests if r.path.endswith("/Calls.json")] == dials
+        time.sleep(0.1)
+    assert menu_stack.bridge.metric("bridge_active_calls") == 0

@@ -308,7 +308,8 @@ def new_call(stack: Stack) -> LiveCall:
     assert stream.get("url") == stack.bridge.url.replace("http://", "ws://") + "/media"
     stream_params = {p.get("name", ""): p.get("value", "") for p in stream.iter("Parameter")}
     # The start messages below carry exactly these names; a typo would only test refusals.
-    assert stream_params == {"bridgeCallSid": sid, "leg": "caller"}
+    assert stream_params.keys() == {"bridgeCallSid", "leg", "streamToken"}
+    assert (stream_params["bridgeCallSid"], stream_params["leg"]) == (sid, "caller")
 
     def agent() -> FakeCall | None:
         for call in stack.twilio.agent_calls():
