@@ -59,7 +59,12 @@ def build_control(settings: Settings, metrics: Metrics, hub: EventHub) -> CallCo
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the bridge. Settings come from the environment unless given (tests)."""
     settings = settings if settings is not None else settings_from_env()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(
+        settings.log_level,
+        settings.log_format,
+        secrets=settings.secret_values(),
+        log_speech=settings.log_speech,
+    )
     metrics = Metrics()
     hub = EventHub()  # call events for the store and the live console
     control = build_control(settings, metrics, hub)
