@@ -29,6 +29,7 @@ from bridge.telephony.routes import (
 )
 from bridge.telephony.signatures import SignatureChecker
 from bridge.telephony.twiml import say_and_hang_up
+from bridge.web.auth import bearer_matches
 
 log = logging.getLogger(__name__)
 heard_log = logging.getLogger(MENU_SPEECH_LOGGER)  # off unless LOG_SPEECH=on
@@ -207,4 +208,14 @@ def _metrics() -> Metrics:
 
 @bp.get("/metrics")
 def metrics() -> Response:
+    """Prometheus metrics: open, or with METRICS_TOKEN only for ``Authorization: Bearer`` it
+    (Prometheus's ``authorization`` scrape setting). Binding it elsewhere is docs/operations.md."""
+    expected = _settings().metrics_token
+    if expected is not None and not bearer_matches(request.headers.get("Authorization"), expected):
+        return Response(
+            "missing or wrong metrics token\n",
+            status=401,
+            mimetype="text/plain",
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
     return Response(generate_latest(_metrics().registry), mimetype=CONTENT_TYPE_LATEST)
