@@ -59,7 +59,12 @@ def build_control(settings: Settings, metrics: Metrics, hub: EventHub) -> CallCo
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the bridge. Settings come from the environment unless given (tests)."""
     settings = settings if settings is not None else settings_from_env()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(
+        settings.log_level,
+        settings.log_format,
+        secrets=settings.secret_values(),
+        log_speech=settings.log_speech,
+    )
     metrics = Metrics()
     hub = EventHub()  # call events for the store and the live console
     control = build_control(settings, metrics, hub)
@@ -93,6 +98,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # wait in its bounded queue. The writer and the live view each read the hub from their
     # own thread, so a call only ever appends to their queues, never waits on a database.
     from bridge.records.store import CallStore
+    from bridge.web import sessions as console_sessions
     from bridge.web.api import bp as api_bp
     from bridge.web.console import bp as console_bp
     from bridge.web.live import LiveCalls
@@ -111,6 +117,15 @@ def create_app(settings: Settings | None = None) -> Flask:
         if isinstance(control.book, RedisCallBook):
             # Whether a call is in progress anywhere: the API answers for the whole cluster.
             app.extensions["bridge.shared_calls"] = control.book
+    # Console sessions; with several instances their logouts are shared through Redis.
+    revocations_redis = None
+    if settings.redis_url is not None and settings.admin_token is not None:
+        import redis
+
+        revocations_redis = redis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=2, socket_timeout=2
+        )
+    console_sessions.install(app.extensions, settings.admin_token, revocations_redis)
     app.register_blueprint(api_bp)
     app.register_blueprint(console_bp)  # /console: the live console page (bridge/web/console.py)
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from dotenv import dotenv_values
 from sqlalchemy.engine import make_url
@@ -48,7 +48,10 @@ class Settings:
 
     public_base_url: str
     twilio_account_sid: str
-    twilio_auth_token: str
+    # Every secret is kept out of repr (and so str): a settings object in a log line, a
+    # traceback's locals or an error message must not carry one. secret_values() lists them
+    # for the log handler, which masks them in any line (bridge/ops/logs.py).
+    twilio_auth_token: str = field(repr=False)
     agent_number: str
     port: int = 8000
     twilio_api_base_url: str = "https://api.twilio.com"
@@ -58,7 +61,7 @@ class Settings:
     # The selected engine's own settings (keys, base URLs, model, voice), as its reader (given
     # by bridge.engines.registry.settings_from_env) returned them. Out of repr: secrets.
     engine_config: Any = field(default=None, repr=False, compare=False)
-    openai_api_key: str | None = None
+    openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str | None = None
     translation_model: str = "gpt-realtime-translate"
     transcription_model: str | None = "gpt-realtime-whisper"
@@ -66,6 +69,8 @@ class Settings:
     agent_dial_timeout_s: int = 30
     log_level: str = "INFO"
     log_format: str = "text"
+    # LOG_SPEECH: for debugging only, logs what people said (transcripts, menu answers).
+    log_speech: bool = False
     session_max_s: int = 3300
     max_concurrent_calls: int = 50
     max_call_s: int = 14400
@@ -89,6 +94,8 @@ class Settings:
     # the URL may carry a database password, and the token is a secret.
     database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
     admin_token: str | None = field(default=None, repr=False)
+    # METRICS_TOKEN: when set, /metrics wants ``Authorization: Bearer <it>``; else it is open.
+    metrics_token: str | None = field(default=None, repr=False)
     # Several instances: shared call state and cross-instance audio (docs/scaling.md). None
     # keeps everything in this process, as a single host needs. Out of repr: it may hold a
     # password.
@@ -97,6 +104,17 @@ class Settings:
     # processes asked for (BRIDGE_WORKERS, else WEB_CONCURRENCY; only 1 without REDIS_URL).
     threads: int = 256
     workers: int = 1
+
+    def secret_values(self) -> list[str]:
+        """Every secret's value, for the log handler to mask wherever one appears: the tokens
+        and keys, the passwords in DATABASE_URL and REDIS_URL, and the engine's own secrets
+        (its config's fields kept out of repr)."""
+        values = [self.twilio_auth_token, self.openai_api_key, self.admin_token]
+        values += [self.metrics_token, *_passwords(self.database_url), *_passwords(self.redis_url)]
+        config = self.engine_config
+        if is_dataclass(config) and not isinstance(config, type):
+            values += [getattr(config, f.name) for f in fields(config) if not f.repr]
+        return [v for v in values if isinstance(v, str) and v]
 
     @property
     def public_host(self) -> str:
@@ -154,7 +172,7 @@ class TwilioAccess:
 
     public_base_url: str
     account_sid: str
-    auth_token: str
+    auth_token: str = field(repr=False)
     api_base_url: str
 
 
@@ -260,6 +278,7 @@ def _parse(env: Mapping[str, str], engine_config: EngineConfigReader | None) -> 
         "agent_dial_timeout_s": lambda: val.whole_number(env, "AGENT_DIAL_TIMEOUT", 30, 5, 600),
         "log_level": lambda: _log_level(env),
         "log_format": lambda: val.choice(env, "LOG_FORMAT", ("text", "json")),
+        "log_speech": lambda: val.switch(env, "LOG_SPEECH", default=False),
         "session_max_s": lambda: val.whole_number(env, "SESSION_MAX_SECONDS", 3300, 3, 86_400),
         "max_concurrent_calls": lambda: val.whole_number(
             env, "MAX_CONCURRENT_CALLS", 50, 1, 10_000
@@ -273,7 +292,8 @@ def _parse(env: Mapping[str, str], engine_config: EngineConfigReader | None) -> 
         "agent_machine_detection": lambda: val.switch(env, "AGENT_MACHINE_DETECTION", default=True),
         "glossary_file": lambda: _glossary_file(env),
         "database_url": lambda: _database_url(env),
-        "admin_token": lambda: _admin_token(env),
+        "admin_token": lambda: _token(env, "ADMIN_TOKEN"),
+        "metrics_token": lambda: _token(env, "METRICS_TOKEN"),
         "redis_url": lambda: _redis_url(env),
         # A call holds two request threads for its whole length, plus a few for webhooks.
         "threads": lambda: val.whole_number(env, "BRIDGE_THREADS", 256, 4, 10_000),
@@ -378,11 +398,21 @@ def _redis_url(env: Mapping[str, str]) -> str | None:
     return raw
 
 
-def _admin_token(env: Mapping[str, str]) -> str | None:
-    token = val.get(env, "ADMIN_TOKEN")
+def _passwords(url: str | None) -> list[str]:
+    """The password in a database or Redis URL as written and percent-decoded (a library's
+    message may show either); none if it has none."""
+    try:
+        password = None if url is None else urlsplit(url).password
+    except ValueError:
+        return []
+    return [] if password is None else [password, unquote(password)]
+
+
+def _token(env: Mapping[str, str], name: str) -> str | None:
+    token = val.get(env, name)
     if token is not None and len(token) < ADMIN_TOKEN_MIN_CHARS:
         raise ConfigError(
-            f"ADMIN_TOKEN: too short (at least {ADMIN_TOKEN_MIN_CHARS} characters; "
+            f"{name}: too short (at least {ADMIN_TOKEN_MIN_CHARS} characters; "
             "e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
         )
     return token

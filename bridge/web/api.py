@@ -1,9 +1,11 @@
 """The admin API: call records, transcripts and live call events, as JSON over HTTP.
 
 Every route needs ``ADMIN_TOKEN``: ``Authorization: Bearer <token>``, or the ``bridge_admin``
-cookie holding it (what the console page sets, so its links and EventSource work). Without
-ADMIN_TOKEN the API answers 503. Tokens are compared in constant time. Responses are never
-cached (``Cache-Control: no-store``): they hold what callers said.
+cookie holding a console session (what the console's login sets, so its links and EventSource
+work; bridge/web/sessions.py). A state-changing request made with the cookie must also carry
+the session's CSRF token in ``X-CSRF-Token``; one made with the header needs none (no browser
+sends it on its own). Without ADMIN_TOKEN the API answers 503. Tokens are compared in constant
+time. Responses are never cached (``Cache-Control: no-store``): they hold what callers said.
 
 Routes (see the README's "API" section for the JSON):
 
@@ -16,7 +18,6 @@ Routes (see the README's "API" section for the JSON):
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 import time
@@ -31,12 +32,14 @@ from bridge.records.store import MAX_PAGE, BadCursor, CallStore, StoreUnavailabl
 from bridge.records.views import CallDetail, CallSummary, transcript_text, transcript_vtt
 from bridge.settings.env import Settings
 from bridge.web.api_shared import SharedCalls, find_shared, follow_shared, in_progress_shared
+from bridge.web.auth import STATE_CHANGING, bearer, bearer_matches, same_origin
 from bridge.web.events_stream import StreamSlots, event_stream
 from bridge.web.live import LiveCalls
+from bridge.web.sessions import install, installed
 
 log = logging.getLogger(__name__)
 COOKIE = "bridge_admin"  # bridge/web/console.py sets it (HttpOnly, SameSite=Strict)
-MAX_TOKEN_CHARS = 512
+CSRF_HEADER = "X-CSRF-Token"
 DEFAULT_PAGE = 50
 # How long an events request waits for the live view to catch up with a call just recorded.
 LIVE_CATCH_UP_S = 2.0
@@ -57,6 +60,8 @@ class ApiError(Exception):
 @bp.record_once
 def _setup(state: BlueprintSetupState) -> None:
     state.app.extensions.setdefault("bridge.web.api.streams", StreamSlots())
+    settings: Settings = state.app.extensions["bridge.settings.env"]
+    install(state.app.extensions, settings.admin_token)
 
 
 def _settings() -> Settings:
@@ -89,24 +94,29 @@ def _live() -> LiveCalls:
 
 @bp.before_request
 def _authorise() -> Response | tuple[Response, int] | None:
-    expected = _settings().admin_token
+    settings = _settings()
+    expected = settings.admin_token
     if expected is None:
         return _error(503, "the API is disabled until ADMIN_TOKEN is set")
-    header = request.headers.get("Authorization", "")
-    scheme, _, credentials = header.partition(" ")
-    supplied = credentials.strip() if scheme.lower() == "bearer" else ""
-    supplied = supplied or request.cookies.get(COOKIE, "")
-    # Bytes: compare_digest refuses non-ASCII str, and a header may carry anything. A value
-    # longer than any real token is not compared at all.
-    if (
-        not supplied
-        or len(supplied) > MAX_TOKEN_CHARS
-        or not hmac.compare_digest(supplied.encode(), expected.encode())
-    ):
-        response, status = _error(401, "missing or wrong admin token")
-        response.headers["WWW-Authenticate"] = 'Bearer realm="bridge"'
-        return response, status
-    return None
+    if bearer(request.headers.get("Authorization")):
+        if bearer_matches(request.headers.get("Authorization"), expected):
+            return None
+    else:
+        found = installed(current_app.extensions)
+        session = None if found is None else found.verify(request.cookies.get(COOKIE))
+        if found is not None and session is not None:
+            if request.method not in STATE_CHANGING:
+                return None
+            hosts = {request.host, settings.public_host}
+            # A browser sends the cookie on its own; only our page knows the CSRF token.
+            if same_origin(request.headers.get("Origin"), hosts) and found.csrf_ok(
+                session, request.headers.get(CSRF_HEADER)
+            ):
+                return None
+            return _error(403, "missing or wrong CSRF token")
+    response, status = _error(401, "missing or wrong admin token")
+    response.headers["WWW-Authenticate"] = 'Bearer realm="bridge"'
+    return response, status
 
 
 @bp.after_request

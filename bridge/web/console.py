@@ -4,8 +4,12 @@ The page itself is static (``templates/console/``; ``static/console.js``, ``stat
 and ``static/console.css``: plain ES modules and CSS, no build step); everything it shows
 comes from the JSON API and its event stream, which accept the same ``bridge_admin`` cookie this
 module sets. So the only server-side logic here is the login: the admin token is entered once,
-compared in constant time, and kept in an HttpOnly, SameSite=Strict cookie (Secure behind
-https), never in a URL or in script-readable storage.
+compared in constant time, and exchanged for a signed, expiring session
+(bridge/web/sessions.py) kept in an HttpOnly, SameSite=Strict cookie (Secure behind https),
+never in a URL or in script-readable storage. Logout ends the session on the server too.
+Failed logins are limited per client address (bridge/web/auth.py). Every state-changing request
+must carry the session's CSRF token (a hidden form field) and, from a browser, an ``Origin``
+of this site.
 
 Every response of this blueprint carries a strict Content-Security-Policy: scripts and styles
 only from files of this origin, no inline code, and data fetched only from this origin. Together
@@ -15,29 +19,30 @@ caller cannot run in the agent's browser.
 
 from __future__ import annotations
 
-import hmac
 from typing import Final
 
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request
+from flask.blueprints import BlueprintSetupState
 from werkzeug.wrappers import Response as BaseResponse
 
 from bridge.settings.env import Settings
 from bridge.settings.languages import load_languages
 from bridge.web.api import COOKIE  # the API reads the cookie this module sets
+from bridge.web.auth import LoginLimiter, same_origin, token_matches
+from bridge.web.sessions import ConsoleSessions, Session, install, installed
 
-# A working week: entered once per shift pattern, not once per page load; logout clears it.
-COOKIE_MAX_AGE_S: Final = 7 * 24 * 3600
 CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
-MAX_TOKEN_CHARS: Final = 512  # a form field longer than any sane token is not compared at all
+CSRF_FIELD: Final = "csrf_token"
 # Engines that give the console no text, and what their calls' caption columns say instead of
 # staying blank. Per engine, not per deployment: the list keeps calls made before a restart.
 NO_CAPTIONS: Final = {
     "relay": "No captions: the relay engine passes each party's audio through untranslated, "
     "so there is no text to show.",
 }
+LIMITER_KEY: Final = "bridge.web.console.logins"
 
 bp = Blueprint(
     "console",
@@ -46,6 +51,14 @@ bp = Blueprint(
     static_folder="static",
     static_url_path="/console/static",
 )
+
+
+@bp.record_once
+def _setup(state: BlueprintSetupState) -> None:
+    """Sessions (unless the app factory made them, with Redis) and the login limiter."""
+    settings: Settings = state.app.extensions["bridge.settings.env"]
+    install(state.app.extensions, settings.admin_token)
+    state.app.extensions.setdefault(LIMITER_KEY, LoginLimiter())
 
 
 def _settings() -> Settings:
@@ -57,27 +70,42 @@ def _admin_token() -> str | None:
     return _settings().admin_token
 
 
-def _matches(candidate: str | None) -> bool:
-    token = _admin_token()
-    if not token or not candidate or len(candidate) > MAX_TOKEN_CHARS:
-        return False
-    return hmac.compare_digest(candidate.encode(), token.encode())
+def sessions() -> ConsoleSessions | None:
+    """This app's console sessions; None without ADMIN_TOKEN."""
+    return installed(current_app.extensions)
 
 
-def logged_in() -> bool:
-    return _matches(request.cookies.get(COOKIE))
+def current_session() -> Session | None:
+    """The session the request's cookie holds, if it is valid now."""
+    found = sessions()
+    return None if found is None else found.verify(request.cookies.get(COOKIE))
+
+
+def _cross_site() -> bool:
+    hosts = {request.host, _settings().public_host}
+    return not same_origin(request.headers.get("Origin"), hosts)
+
+
+def _secure() -> bool:
+    return _settings().public_base_url.startswith("https:")
 
 
 @bp.after_request
 def _security_headers(response: Response) -> Response:
     response.headers["Content-Security-Policy"] = CSP
     response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    # Not no-referrer: under it a browser sends ``Origin: null`` even to its own origin, and
+    # the Origin check of state-changing requests could not tell our page from any other.
+    # Nothing leaves for other sites either way.
+    response.headers["Referrer-Policy"] = "same-origin"
     response.headers["X-Frame-Options"] = "DENY"
     if request.endpoint != "console.static":
         # Pages and data depend on who is logged in: never cache them anywhere.
         response.headers["Cache-Control"] = "no-store"
     return response
+
+
+_HTML: Final = {"Content-Type": "text/html; charset=utf-8"}
 
 
 def _login_page(error: str | None = None, status: int = 200) -> tuple[str, int]:
@@ -89,25 +117,42 @@ def console() -> tuple[str, int]:
     if not _admin_token():
         # No token configured means nobody could ever log in: say so instead of a dead form.
         return render_template("console/login.html", error=None, enabled=False), 404
-    if not logged_in():
+    session = current_session()
+    if session is None:
         return _login_page()
-    return render_template("console/console.html", no_captions=NO_CAPTIONS), 200
+    page = render_template("console/console.html", no_captions=NO_CAPTIONS, csrf_token=session.csrf)
+    return page, 200
 
 
 @bp.post("/console/login")
 def login() -> BaseResponse | tuple[str, int]:
-    if not _admin_token():
+    found = sessions()
+    if found is None:
         return render_template("console/login.html", error=None, enabled=False), 404
-    if not _matches(request.form.get("token", "")):
+    if _cross_site():
+        return _login_page("Log in from this console's own page.", 403)
+    limiter: LoginLimiter = current_app.extensions[LIMITER_KEY]
+    address = request.remote_addr or "unknown"
+    wait_s = limiter.retry_after(address)
+    if wait_s is not None:
+        minutes = max(1, round(wait_s / 60))
+        page, status = _login_page(
+            f"Too many wrong tokens. Try again in {minutes} minute{'s' * (minutes != 1)}.", 429
+        )
+        return BaseResponse(page, status, {"Retry-After": str(int(wait_s)), **_HTML})
+    if not token_matches(request.form.get("token", ""), _admin_token()):
+        limiter.failed(address)
         return _login_page("That token is not right. Check it and try again.", 401)
+    limiter.succeeded(address)
+    value, _ = found.issue()
     # 303: the browser follows with a GET, so reloading the console never re-posts the token.
     response = redirect("/console", code=303)
     response.set_cookie(
         COOKIE,
-        request.form["token"],
-        max_age=COOKIE_MAX_AGE_S,
+        value,
+        max_age=int(found.max_age_s),
         path="/",  # the API under /api reads it too
-        secure=_settings().public_base_url.startswith("https:"),
+        secure=_secure(),
         httponly=True,
         samesite="Strict",
     )
@@ -115,22 +160,24 @@ def login() -> BaseResponse | tuple[str, int]:
 
 
 @bp.post("/console/logout")
-def logout() -> BaseResponse:
+def logout() -> BaseResponse | tuple[str, int]:
+    """End the session (on the server too: a copy of the cookie stops working) and clear it."""
+    session = current_session()
+    if session is not None:
+        found = sessions()
+        assert found is not None
+        if _cross_site() or not found.csrf_ok(session, request.form.get(CSRF_FIELD)):
+            return _login_page("That request did not come from this console.", 403)
+        found.end(session)
     response = redirect("/console", code=303)
-    response.delete_cookie(
-        COOKIE,
-        path="/",
-        secure=_settings().public_base_url.startswith("https:"),
-        httponly=True,
-        samesite="Strict",
-    )
+    response.delete_cookie(COOKIE, path="/", secure=_secure(), httponly=True, samesite="Strict")
     return response
 
 
 @bp.get("/console/languages.json")
 def languages() -> Response | tuple[Response, int]:
     """Each language's name in English, the console's language (codes mean little at a glance)."""
-    if not logged_in():
+    if current_session() is None:
         return jsonify(error="unauthorized"), 401
     table = load_languages(_settings().languages_file)
     if "en" not in table:  # a trimmed table: each language's name in itself is still a name

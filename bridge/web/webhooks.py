@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
 from bridge.calls.control import CallControl, Draining
+from bridge.ops.logs import MENU_SPEECH_LOGGER
 from bridge.ops.metrics import Metrics
 from bridge.settings.env import Settings
 from bridge.telephony.language_menu import MENU_ATTEMPTS, LanguageMenu
@@ -28,8 +29,10 @@ from bridge.telephony.routes import (
 )
 from bridge.telephony.signatures import SignatureChecker
 from bridge.telephony.twiml import say_and_hang_up
+from bridge.web.auth import bearer_matches
 
 log = logging.getLogger(__name__)
+heard_log = logging.getLogger(MENU_SPEECH_LOGGER)  # off unless LOG_SPEECH=on
 TWIML_TYPE = "text/xml; charset=utf-8"
 # A Twilio webhook form is well under this; anything larger is refused before parsing.
 MAX_FORM_BYTES = 64 * 1024
@@ -124,9 +127,13 @@ def language() -> Response:
     digits, speech = request.form.get("Digits", ""), request.form.get("SpeechResult", "")
     choice = menu.choose(digits, speech)
     if choice is None:
-        # What was heard, so an operator can see which names callers use (and add them).
-        heard = f"key {digits!r}" if digits else f"speech {speech[:80]!r}" if speech else "nothing"
+        # What kind of answer, never what was said: speech is personal data (the call store's,
+        # not the logs'). With LOG_SPEECH=on the words go to the speech logger, at DEBUG, so an
+        # operator debugging the menu can see which names callers use (and add them).
+        heard = f"{len(digits)} key(s)" if digits else "speech" if speech else "nothing"
         log.info("call=%s language menu attempt %s: no choice in %s", sid, attempt, heard)
+        if speech:
+            heard_log.debug("call=%s language menu attempt %s heard %r", sid, attempt, speech[:200])
         if int(attempt) < MENU_ATTEMPTS:
             return _twiml(menu.offer(int(attempt) + 1))
         _metrics().calls_refused.labels("no_language").inc()
@@ -201,4 +208,14 @@ def _metrics() -> Metrics:
 
 @bp.get("/metrics")
 def metrics() -> Response:
+    """Prometheus metrics: open, or with METRICS_TOKEN only for ``Authorization: Bearer`` it
+    (Prometheus's ``authorization`` scrape setting). Binding it elsewhere is docs/operations.md."""
+    expected = _settings().metrics_token
+    if expected is not None and not bearer_matches(request.headers.get("Authorization"), expected):
+        return Response(
+            "missing or wrong metrics token\n",
+            status=401,
+            mimetype="text/plain",
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
     return Response(generate_latest(_metrics().registry), mimetype=CONTENT_TYPE_LATEST)

@@ -19,7 +19,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from bridge.sim.media import new_sid, sign
+from bridge.sim.rest import new_sid
+from bridge.sim.webhooks import sign
 from tests.bridge_process import ACCOUNT_SID, AUTH_TOKEN, BridgeProcess
 from tests.call_helpers import (
     BRIDGE_NUMBER,

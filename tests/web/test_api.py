@@ -136,10 +136,14 @@ def test_missing_or_wrong_token_is_401(client: FlaskClient, headers: dict[str, s
         assert response.headers["WWW-Authenticate"] == 'Bearer realm="bridge"'
 
 
-def test_the_console_cookie_authorises(client: FlaskClient) -> None:
-    client.set_cookie("bridge_admin", TOKEN)
-    assert client.get("/api/calls").status_code == 200
-    client.set_cookie("bridge_admin", "not-the-token-at-all")
+def test_the_console_session_cookie_authorises_and_the_raw_token_does_not(
+    client: FlaskClient,
+) -> None:
+    client.set_cookie("bridge_admin", TOKEN)  # what the cookie held before sessions
+    assert client.get("/api/calls").status_code == 401
+    assert client.post("/console/login", data={"token": TOKEN}).status_code == 303
+    assert client.get("/api/calls").status_code == 200  # the session the login set
+    client.set_cookie("bridge_admin", "not-a-session-at-all")
     assert client.get("/api/calls").status_code == 401
 
 

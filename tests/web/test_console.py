@@ -96,12 +96,13 @@ def test_a_wrong_token_is_refused_with_the_form_and_a_message() -> None:
     assert "captions-" not in client.get("/console").get_data(as_text=True)
 
 
-def test_the_right_token_is_kept_in_a_strict_http_only_cookie() -> None:
+def test_the_right_token_is_exchanged_for_a_session_in_a_strict_http_only_cookie() -> None:
     client = console_client()
     response = log_in(client)
     assert response.status_code == 303 and response.headers["Location"] == "/console"
     cookie = response.headers["Set-Cookie"]
-    assert cookie.startswith(f"{COOKIE}={TOKEN};")
+    assert cookie.startswith(f"{COOKIE}=") and TOKEN not in cookie  # a session, not the token
+    assert "Max-Age=43200" in cookie  # 12 hours
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
     assert "Secure" not in cookie  # plain http: a Secure cookie would never come back
     page = client.get("/console").get_data(as_text=True)
@@ -116,7 +117,10 @@ def test_the_cookie_is_secure_behind_https() -> None:
 def test_logout_clears_the_cookie() -> None:
     client = console_client()
     log_in(client)
-    response = client.post("/console/logout")
+    page = client.get("/console").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert csrf is not None
+    response = client.post("/console/logout", data={"csrf_token": csrf.group(1)})
     assert response.status_code == 303
     assert response.headers["Set-Cookie"].startswith(f"{COOKIE}=;")
     assert "captions-" not in client.get("/console").get_data(as_text=True)

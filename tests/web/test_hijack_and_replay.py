@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from bridge.sim.media import new_sid
+from bridge.sim.rest import new_sid
 from bridge.telephony.stream_token import StreamTokens
 from tests.bridge_process import ACCOUNT_SID, AUTH_TOKEN, free_port, run_bridge
 from tests.fakes.twilio import FakeTwilio
