@@ -24,9 +24,10 @@ from bridge.calls.book import CallBook, MemoryCallBook, StreamRejected
 from bridge.calls.call import DIRECTION_OF_SPEAKER, LISTENER_OF, Call, EndReason
 from bridge.calls.events import AgentDialled, CallStarted, EventHub
 from bridge.calls.leg import LegConfig, Role
+from bridge.calls.lifetime import Lifetime
 from bridge.calls.sessions import open_session, open_sessions
 from bridge.calls.status import StatusCallbacks
-from bridge.calls.teardown import SESSION_JOIN_S, Teardowns, quietly
+from bridge.calls.teardown import Teardowns, quietly
 from bridge.engines.contract import Engine
 from bridge.ops.metrics import Metrics
 from bridge.settings.env import Settings
@@ -44,12 +45,6 @@ from bridge.telephony.twiml import (
 )
 
 log = logging.getLogger(__name__)
-# The time-limit notice goes out this long before MAX_CALL_SECONDS, so it is heard in full
-# and the call still ends about when the limit says. The lead is at most a quarter of the
-# limit: a fixed lead longer than a short limit would end every call the moment it starts.
-TIME_LIMIT_NOTICE_S = 10.0
-TIME_LIMIT_NOTICE_SHARE = 0.25
-WATCHDOG_PERIOD_S = 0.5
 # How long a leg's stream token admits its `start`. The caller's stream starts as soon as
 # Twilio has said the greeting; the agent's only after dialling, ringing (at most
 # AGENT_DIAL_TIMEOUT) and the whisper. The margin also covers clocks of instances that differ.
@@ -62,11 +57,6 @@ def _utcnow() -> datetime:
 
 class Draining(Exception):
     """The process is shutting down and takes no new calls."""
-
-
-def notice_at_s(max_call_s: float) -> float:
-    """Seconds into a call at which its time-limit notice goes out (then the call ends)."""
-    return max_call_s - min(TIME_LIMIT_NOTICE_S, max_call_s * TIME_LIMIT_NOTICE_SHARE)
 
 
 class CallControl:
@@ -93,13 +83,7 @@ class CallControl:
         self._lock = threading.Lock()
         self._teardowns = Teardowns(rest, metrics, self.hub, self.book, self._prompts)
         self._status = StatusCallbacks(self.book, self.hub, self._teardowns)
-        self._draining = threading.Event()
-        self._watchdog: threading.Thread | None = None
-        # Shutdown: claimed once without blocking (a second SIGTERM may interrupt the first
-        # one's handler in the same thread, where a held lock would deadlock), then waited on
-        # through ``_drained``, never by joining a thread that may not have started yet.
-        self._shutdown_claim = threading.Lock()
-        self._drained = threading.Event()
+        self._lifetime = Lifetime(settings, self.book, self._teardowns)
 
     def start(self) -> None:
         """Start serving (several instances: join the cluster; raises if Redis is
@@ -116,7 +100,7 @@ class CallControl:
 
     @property
     def draining(self) -> bool:
-        return self._draining.is_set()
+        return self._lifetime.draining
 
     @property
     def prompts(self) -> PromptBook:
@@ -131,7 +115,7 @@ class CallControl:
         without taking a slot: a caller still choosing holds nothing, so one who hangs up in
         the menu leaves nothing behind. :meth:`answer` checks again once they have chosen.
         """
-        if self._draining.is_set():
+        if self._lifetime.draining:
             raise Draining
         if self._ended(caller_sid):
             return self._replayed(caller_sid, self._lead)
@@ -154,7 +138,7 @@ class CallControl:
         """
         s = self._settings
         language = caller_language or self._lead
-        if self._draining.is_set():
+        if self._lifetime.draining:
             raise Draining
         if self._refusal(caller_sid, caller_number) == "not_allowed":
             return self._decline(caller_sid, "not_allowed", language)
@@ -176,7 +160,7 @@ class CallControl:
             # Twilio may retry a slow webhook; a retry gets the same TwiML and no second dial.
             self._metrics.calls_started.inc()
             self._metrics.active_calls.inc()
-            self._ensure_watchdog()
+            self._lifetime.watch_limits()
             self.hub.publish(
                 CallStarted(
                     call_sid=caller_sid,
@@ -346,7 +330,7 @@ class CallControl:
         call, role, held_now = self.book.bind(start, bridge_sid)
         if held_now:  # several instances: a call admitted elsewhere, now partly held here
             self._metrics.active_calls.inc()
-            self._ensure_watchdog()
+            self._lifetime.watch_limits()
         if role == "caller":
             call.caller_stream_seen.set()
         if call.ended.is_set() and not (role == "caller" and call.caller_notice_pending):
@@ -372,24 +356,6 @@ class CallControl:
             self.book.leg_left(call, role)
         self.end(call, "caller_hung_up" if role == "caller" else "agent_hung_up")
 
-    # -- limits -----------------------------------------------------------------------------
-
-    def _ensure_watchdog(self) -> None:
-        with self._lock:
-            if self._watchdog is not None:
-                return
-            self._watchdog = threading.Thread(target=self._watch, name="watchdog", daemon=True)
-        self._watchdog.start()
-
-    def _watch(self) -> None:
-        limit = notice_at_s(self._settings.max_call_s)
-        while not self._draining.wait(WATCHDOG_PERIOD_S):
-            now = time.monotonic()
-            for call in self.active_calls():
-                call.tick()  # close transcript segments after a pause
-                if now - call.started_at >= limit and not call.ended.is_set():
-                    self.end(call, "time_limit", notice="time_limit", notify_agent=True)
-
     # -- teardown (bridge/calls/teardown.py) -----------------------------------------------
 
     def end(
@@ -411,47 +377,21 @@ class CallControl:
     def let_go(self, call: Call) -> None:
         self._teardowns.let_go(call)
 
-    # -- shutdown ---------------------------------------------------------------------------
+    # -- shutdown (bridge/calls/lifetime.py) -----------------------------------------------
 
     def begin_shutdown(self) -> None:
-        """Stop admitting calls; after the grace period end the rest with a notice.
-        Idempotent, and safe to re-enter from a signal handler: only the first call acts."""
-        if not self._shutdown_claim.acquire(blocking=False):
-            return  # never released: a control drains once
-        self._draining.set()
-        log.info(
-            "shutting down: no new calls; %d active get %d s to finish",
-            len(self.active_calls()),
-            self._settings.shutdown_grace_s,
-        )
-        threading.Thread(target=self._drain, name="drainer", daemon=True).start()
+        """Stop admitting calls; after the grace period end the rest with a notice."""
+        self._lifetime.begin_shutdown()
 
-    def _drain(self) -> None:
-        try:
-            deadline = time.monotonic() + self._settings.shutdown_grace_s
-            while any(not c.ended.is_set() for c in self.active_calls()) and (
-                time.monotonic() < deadline
-            ):
-                time.sleep(0.2)
-            for call in self.active_calls():
-                self.end(call, "shutdown", notice="shutdown", notify_agent=True)
-            self.wait_for_teardowns(SESSION_JOIN_S + 10.0)
-        except Exception:  # thread boundary: whoever waits for the drain must still be freed
-            log.exception("drain failed")
-        finally:
-            self._drained.set()
+    @property
+    def drain_timeout(self) -> float:
+        return self._lifetime.drain_timeout
 
     def wait_for_teardowns(self, timeout: float) -> None:
         self._teardowns.wait(timeout)
 
-    @property
-    def drain_timeout(self) -> float:
-        """How long a drain can take: the grace period, then the notices and teardown."""
-        return self._settings.shutdown_grace_s + SESSION_JOIN_S + 12.0
-
     def finish_shutdown(self, timeout: float) -> None:
         """Block until the drain is over (gunicorn's worker_exit), at most ``timeout``.
         Idempotent; any thread, while another is still beginning the drain."""
-        self.begin_shutdown()
-        self._drained.wait(timeout)
+        self._lifetime.finish_shutdown(timeout)
         self.book.leave()

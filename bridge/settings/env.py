@@ -15,13 +15,12 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from bridge.settings import engine_choice as engines
+from bridge.settings import services
 from bridge.settings import values as val
 from bridge.settings.call_languages import check_speakable, language_settings
 from bridge.settings.engine_choice import OPENAI_TRANSLATE_LANGUAGES as OPENAI_OUTPUT_LANGUAGES
@@ -36,10 +35,6 @@ _T = TypeVar("_T")
 EngineConfigReader = Callable[[str, Mapping[str, str]], Any]
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
-# Relative to the working directory; the store creates the folder on first start.
-DEFAULT_DATABASE_URL = "sqlite:///data/bridge.sqlite3"
-# A bearer token guessable in an afternoon is no protection for every caller's transcript.
-ADMIN_TOKEN_MIN_CHARS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +87,7 @@ class Settings:
     glossary_file: Path = DEFAULT_GLOSSARY_FILE
     # Call records and the admin API (bridge/records/store.py, bridge/web/api.py). Kept out of repr:
     # the URL may carry a database password, and the token is a secret.
-    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
+    database_url: str = field(default=services.DEFAULT_DATABASE_URL, repr=False)
     admin_token: str | None = field(default=None, repr=False)
     # METRICS_TOKEN: when set, /metrics wants ``Authorization: Bearer <it>``; else it is open.
     metrics_token: str | None = field(default=None, repr=False)
@@ -110,7 +105,11 @@ class Settings:
         and keys, the passwords in DATABASE_URL and REDIS_URL, and the engine's own secrets
         (its config's fields kept out of repr)."""
         values = [self.twilio_auth_token, self.openai_api_key, self.admin_token]
-        values += [self.metrics_token, *_passwords(self.database_url), *_passwords(self.redis_url)]
+        values += [
+            self.metrics_token,
+            *services.passwords(self.database_url),
+            *services.passwords(self.redis_url),
+        ]
         config = self.engine_config
         if is_dataclass(config) and not isinstance(config, type):
             values += [getattr(config, f.name) for f in fields(config) if not f.repr]
@@ -291,10 +290,10 @@ def _parse(env: Mapping[str, str], engine_config: EngineConfigReader | None) -> 
         "backlog_policy": lambda: val.choice(env, "BACKLOG_POLICY", ("drop-oldest", "clear")),
         "agent_machine_detection": lambda: val.switch(env, "AGENT_MACHINE_DETECTION", default=True),
         "glossary_file": lambda: _glossary_file(env),
-        "database_url": lambda: _database_url(env),
-        "admin_token": lambda: _token(env, "ADMIN_TOKEN"),
-        "metrics_token": lambda: _token(env, "METRICS_TOKEN"),
-        "redis_url": lambda: _redis_url(env),
+        "database_url": lambda: services.database_url(env),
+        "admin_token": lambda: services.token(env, "ADMIN_TOKEN"),
+        "metrics_token": lambda: services.token(env, "METRICS_TOKEN"),
+        "redis_url": lambda: services.redis_url(env),
         # A call holds two request threads for its whole length, plus a few for webhooks.
         "threads": lambda: val.whole_number(env, "BRIDGE_THREADS", 256, 4, 10_000),
         "workers": lambda: _workers(env),
@@ -358,64 +357,6 @@ def _engine_settings(
 
 
 # -- call records and the admin API ----------------------------------------------------------
-
-
-def _database_url(env: Mapping[str, str]) -> str:
-    """DATABASE_URL: SQLite (embedded) or PostgreSQL, as an SQLAlchemy URL.
-
-    ``postgres://`` and ``postgresql://`` (what hosting providers hand out) mean the psycopg 3
-    driver this project installs, not SQLAlchemy's default psycopg2.
-    """
-    raw = val.get(env, "DATABASE_URL") or DEFAULT_DATABASE_URL
-    if raw.startswith("postgres://"):
-        raw = "postgresql://" + raw.removeprefix("postgres://")
-    try:
-        url = make_url(raw)
-    except ArgumentError:
-        # Not echoed: a malformed URL may still contain a password.
-        raise ConfigError(
-            "DATABASE_URL: not a database URL (sqlite:///path or postgresql://...)"
-        ) from None
-    if url.drivername == "postgresql":
-        url = url.set(drivername="postgresql+psycopg")
-    if url.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
-        raise ConfigError(
-            f"DATABASE_URL: {url.drivername!r} is not supported (sqlite or postgresql)"
-        )
-    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
-        # Each pooled connection would get its own empty in-memory database.
-        raise ConfigError("DATABASE_URL: SQLite needs a file (sqlite:///data/bridge.sqlite3)")
-    return url.render_as_string(hide_password=False)
-
-
-def _redis_url(env: Mapping[str, str]) -> str | None:
-    raw = val.get(env, "REDIS_URL")
-    if raw is None:
-        return None
-    if urlsplit(raw).scheme not in ("redis", "rediss", "unix"):
-        # Not echoed: it may contain a password.
-        raise ConfigError("REDIS_URL: not a Redis URL (redis://host:6379/0, rediss://, unix://)")
-    return raw
-
-
-def _passwords(url: str | None) -> list[str]:
-    """The password in a database or Redis URL as written and percent-decoded (a library's
-    message may show either); none if it has none."""
-    try:
-        password = None if url is None else urlsplit(url).password
-    except ValueError:
-        return []
-    return [] if password is None else [password, unquote(password)]
-
-
-def _token(env: Mapping[str, str], name: str) -> str | None:
-    token = val.get(env, name)
-    if token is not None and len(token) < ADMIN_TOKEN_MIN_CHARS:
-        raise ConfigError(
-            f"{name}: too short (at least {ADMIN_TOKEN_MIN_CHARS} characters; "
-            "e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
-        )
-    return token
 
 
 # -- languages and prompts -------------------------------------------------------------------

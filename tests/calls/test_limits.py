@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bridge.calls.control import TIME_LIMIT_NOTICE_S, notice_at_s
+from bridge.calls.lifetime import TIME_LIMIT_NOTICE_S, notice_at_s
 from bridge.engines.registry import settings_from_env
 from bridge.settings.prompts import prompt
 from bridge.telephony.rest import DialRequest, TwilioRest

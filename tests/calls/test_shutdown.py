@@ -1,4 +1,4 @@
-"""Shutdown of one process's call control (bridge/calls/control.py, bridge/app.py's SIGTERM path).
+"""Shutdown of one process's call control (bridge/calls/lifetime.py, bridge/app.py's SIGTERM path).
 
 Only the drain's start is tested here: whole calls drained under gunicorn are in
 tests/test_call_flow.py and tests/test_cluster.py.
@@ -67,7 +67,7 @@ def test_a_second_sigterm_inside_the_first_handler_is_harmless(tmp_path: Path) -
             on_sigterm()
             waiters[0].join(WAITER_GRACE_S)
 
-    logger = logging.getLogger("bridge.calls.control")
+    logger = logging.getLogger("bridge.calls.lifetime")
     handler, level = SecondSigterm(), logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
