@@ -39,9 +39,11 @@ run: $(BIN)/.installed
 	PATH="$(abspath $(BIN)):$$PATH" sh -c "$$(sed -n 's/^web: //p' Procfile)"
 
 # Most tests wait on real-time audio, not the CPU: four workers (each test module whole in one,
-# so its bridge is started once) take a third of the time on two cores.
+# so its bridge is started once) take a third of the time on two cores. The few whose audio
+# checks need the CPU to keep real time (marked `realtime`) run after, one at a time.
 test: $(BIN)/.installed-dev
-	$(BIN)/python -m pytest -q -n 4 --dist loadfile
+	$(BIN)/python -m pytest -n 4 --dist loadfile -m "not realtime"
+	$(BIN)/python -m pytest -m realtime
 
 lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check .

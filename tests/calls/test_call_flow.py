@@ -99,6 +99,7 @@ def delta_latencies(
     return first, last
 
 
+@pytest.mark.realtime  # byte-exact audio and delays: needs the CPU to keep real time
 def test_interpreted_call_end_to_end(stack: Stack, record_property: object) -> None:
     twilio, bridge, openai = stack.twilio, stack.bridge, stack.openai
     assert openai is not None
@@ -281,6 +282,7 @@ def test_engine_refusal_ends_the_call_politely(stack: Stack) -> None:
     assert "HTTP 401" in bridge.log()
 
 
+@pytest.mark.realtime  # byte-exact audio and delays: needs the CPU to keep real time
 def test_relay_passes_each_voice_through_unchanged(relay_stack: Stack) -> None:
     twilio, bridge = relay_stack.twilio, relay_stack.bridge
     agent_speech = load_wav(AGENT_EN_8K_MULAW)[2]

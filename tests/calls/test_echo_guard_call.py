@@ -37,7 +37,8 @@ from tests.fakes.openai_session import FRAME_BYTES, FakeSession
 from tests.fakes.openai_translate import FakeTranslationServer, TranslationScript
 from tests.fakes.twilio import DialBehaviour
 
-pytestmark = pytest.mark.slow
+# Audio levels through a whole call: run one at a time (`make test`), so the CPU keeps real time.
+pytestmark = [pytest.mark.slow, pytest.mark.realtime]
 
 SPEECH_24K = load_wav(CALLER_ES_24K_PCM16)[2]
 AGENT_SPEAKS_AT_S = 6.0  # into the agent's stream: the translation is still playing then

@@ -27,7 +27,8 @@ from tests.fakes.audio import AGENT_EN_8K_MULAW, load_wav, ulaw_silence, ulaw_to
 from tests.fakes.openai_translate import FakeTranslationServer, ToneTranslator, tone_for
 from tests.fakes.twilio import DialBehaviour, FakeCall
 
-pytestmark = pytest.mark.slow
+# Audio levels through a whole call: run one at a time (`make test`), so the CPU keeps real time.
+pytestmark = [pytest.mark.slow, pytest.mark.realtime]
 
 
 def band_db(call: FakeCall, freq_hz: float, start: float, end: float) -> float:

@@ -44,6 +44,7 @@ from tests.fakes.audio import (
     CALLER_ES_8K_MULAW,
     dominant_frequency,
     load_wav,
+    ulaw_silence,
     ulaw_to_pcm16,
 )
 from tests.fakes.openai_translate import FakeTranslationServer, tone_for
@@ -233,12 +234,17 @@ def talked_both_ways(cluster: Cluster, home: BridgeProcess) -> tuple[FakeCall, F
     instance says it is in progress, and the home's answer holds both sides' transcript
     (each recorded by the instance holding that speaker's leg)."""
     twilio = cluster.twilio
-    twilio.default_dial = DialBehaviour(audio=speech(AGENT_EN_8K_MULAW, LEAD_IN_S + 0.5))
-    caller = twilio.place_call(speech(CALLER_ES_8K_MULAW), from_=CALLER_NUMBER, to=BRIDGE_NUMBER)
+    # Each party stays on the line after speaking (a party hangs up when its audio ends), so a
+    # loaded machine that transcribes slowly still finds the call in progress.
+    stay = ulaw_silence(8000 * 60)
+    twilio.default_dial = DialBehaviour(audio=speech(AGENT_EN_8K_MULAW, LEAD_IN_S + 0.5) + stay)
+    caller = twilio.place_call(
+        speech(CALLER_ES_8K_MULAW) + stay, from_=CALLER_NUMBER, to=BRIDGE_NUMBER
+    )
     agent = agent_of(twilio, caller)
     wait_streaming(twilio, caller, agent)
     got = api_until(
-        home, caller.sid, lambda c: directions(c) == BOTH_WAYS, "transcribed both ways", 30
+        home, caller.sid, lambda c: directions(c) == BOTH_WAYS, "transcribed both ways", 45
     )
     assert got["active"] is True and got["ended_at"] is None
     for bridge in cluster.bridges:
