@@ -15,6 +15,12 @@ measured from outside it:
 * Engine delta in → frame out: deltas carry a loud tone and the legs speak quietly, so a frame
   carrying translation stands out from the ducked passthrough by its level; delta ``k`` starts
   at translated frame ``(samples before it // 3) // 160`` of its listener.
+* Utterances: the translation stand-in speaks in turns, ``TALK_APPENDS`` deltas back to back
+  then ``PAUSE_APPENDS`` appends answered with nothing, so every utterance's start (which the
+  bridge holds back on purpose) and its continuation are both measured, and a frame without
+  translation heard inside an utterance is a dropout the bridge inserted (``Session.utterances``
+  says how many frames each one had). With each utterance it sends a source and a translation
+  transcript delta, so the bridge's transcript path runs too.
 
 Routing (``--instances``): webhooks and streams go through :class:`Router`, which signs
 every request over the public URL and sends it to one of several instance base URLs,
@@ -52,6 +58,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop
 
+from bench.load_stats import Heard
+
 FRAME_S = 0.020
 FRAME_SAMPLES_8K = 160
 SAMPLES_24K_PER_FRAME = 480
@@ -62,6 +70,14 @@ TRANSLATION_AMPLITUDE = 16000.0
 TRANSLATION_HZ = 1000.0
 TRANSLATED_RMS = 4000.0  # a frame this loud carries translation
 TRANSLATION_PATH = "/v1/realtime/translations"
+# The stand-in speaks for TALK_APPENDS appends (100 ms each), then is silent for PAUSE_APPENDS:
+# longer than the bridge's hold and pacing, so each turn is an utterance of its own.
+TALK_APPENDS = 20
+PAUSE_APPENDS = 6
+# A run this long of μ-law's exact zero (0xFF, or 0x7F for -0) inside a frame is a hole: the
+# tone has isolated zero crossings only, and the ducked passthrough under it is never silent.
+ZERO_RUN = 16
+ZERO_RUNS = (b"\xff" * ZERO_RUN, b"\x7f" * ZERO_RUN)
 
 
 def new_sid(prefix: str) -> str:
@@ -105,6 +121,7 @@ class Leg:
     sent_at: list[float] = field(default_factory=list)  # frame index → send time
     late_sends: list[float] = field(default_factory=list)  # send time − due time (generator)
     heard_at: list[float] = field(default_factory=list)  # every media frame received
+    heard: Heard = field(default_factory=Heard)  # the same, with what each frame carried
     # For each frame received: how long the simulated Twilio buffer had been empty before it
     # arrived (0 when audio was still queued): silence the listener heard.
     dry_s: list[float] = field(default_factory=list)
@@ -324,8 +341,14 @@ class Carrier:
                     ulaw = base64.b64decode(msg["media"]["payload"])
                     leg.heard_at.append(now)
                     leg.dry_s.append(max(0.0, now - leg.play_end))
-                    if audioop.rms(audioop.ulaw2lin(ulaw, 2), 2) > TRANSLATED_RMS:
+                    loud = audioop.rms(audioop.ulaw2lin(ulaw, 2), 2) > TRANSLATED_RMS
+                    if loud:
                         leg.translated_at.append(now)
+                    heard = leg.heard
+                    heard.at.append(now)
+                    heard.loud.append(loud)
+                    heard.holed.append(any(run in ulaw for run in ZERO_RUNS))
+                    heard.play_end_before.append(leg.play_end)
                     leg.play_end = max(leg.play_end, now) + len(ulaw) / 8000
                 elif event == "mark":
                     # Twilio echoes a mark once the audio queued before it has played.
@@ -383,7 +406,27 @@ class Session:
 
     language: str | None = None
     appends: list[tuple[float, int]] = field(default_factory=list)  # (time, samples at 24 kHz)
-    deltas: list[tuple[float, int]] = field(default_factory=list)  # (time sent, samples)
+    # (time sent, samples, whether it begins an utterance)
+    deltas: list[tuple[float, int, bool]] = field(default_factory=list)
+    utterances: list[int] = field(default_factory=list)  # 8 kHz frames in each, in order
+    _translated: int = 0  # samples of translation sent so far (24 kHz)
+
+    def speaks(self) -> bool:
+        """Whether the append just recorded is answered: turns of TALK_APPENDS, then
+        PAUSE_APPENDS of silence."""
+        return (len(self.appends) - 1) % (TALK_APPENDS + PAUSE_APPENDS) < TALK_APPENDS
+
+    def sent(self, at: float, samples: int) -> bool:
+        """Book a delta sent; returns whether it began an utterance."""
+        begins = (len(self.appends) - 1) % (TALK_APPENDS + PAUSE_APPENDS) == 0
+        before = self._translated // SAMPLES_24K_PER_FRAME
+        self._translated += samples
+        frames = self._translated // SAMPLES_24K_PER_FRAME - before
+        if begins or not self.utterances:
+            self.utterances.append(0)
+        self.utterances[-1] += frames
+        self.deltas.append((at, samples, begins))
+        return begins
 
 
 class Translator:
@@ -466,8 +509,11 @@ class Translator:
                     size = len(audio) * 3 // 4 - audio[-2:].count("=")
                     samples = size // 2
                     session.appends.append((now, samples))
-                    await ws.send(self._delta(samples))
-                    session.deltas.append((time.monotonic(), samples))
+                    if session.speaks():
+                        await ws.send(self._delta(samples))
+                        if session.sent(time.monotonic(), samples):
+                            for text in TRANSCRIPT_EVENTS:
+                                await ws.send(text)
                 elif kind == "session.update":
                     output = (event.get("session") or {}).get("audio", {}).get("output") or {}
                     first = session.language is None
@@ -482,6 +528,14 @@ class Translator:
                     await ws.close()
         except ConnectionClosed:
             pass
+
+
+# What a turn "said", as the engine reports it: the bridge's transcript path (records, the
+# console) runs on it. Fixed text: nothing anyone says is needed here.
+TRANSCRIPT_EVENTS = tuple(
+    json.dumps({"type": kind, "event_id": "event_t", "delta": "hola ", "elapsed_ms": 0})
+    for kind in ("session.input_transcript.delta", "session.output_transcript.delta")
+)
 
 
 def frames_of(samples_24k: int) -> int:
