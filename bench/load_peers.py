@@ -80,6 +80,23 @@ ZERO_RUN = 16
 ZERO_RUNS = (b"\xff" * ZERO_RUN, b"\x7f" * ZERO_RUN)
 
 
+# Bytes a socket may buffer unsent before send() waits: far more than a stalled peer's whole
+# window (a frame is ~300 bytes), so no send waits.
+WRITE_LIMIT = 2**24
+
+
+def media_payload(raw: str | bytes) -> str | None:
+    """The payload of a ``media`` message, found without parsing the JSON (the generator's
+    main cost per frame at scale); None for any other message, which is parsed in full."""
+    if not isinstance(raw, str) or not raw.startswith('{"event":"media"'):
+        return None
+    at = raw.find('"payload":"')
+    if at < 0:
+        return None
+    at += len('"payload":"')
+    return raw[at : raw.index('"', at)]
+
+
 def new_sid(prefix: str) -> str:
     return prefix + secrets.token_hex(16)
 
@@ -277,6 +294,10 @@ class Carrier:
             compression=None,
             ping_interval=None,
             max_size=2**20,
+            # Twilio never waits for one stream before sending the next's frames: with the
+            # default limit one stream the bridge stops reading would block the ticker and make
+            # every leg late (the generator, not the bridge, becoming the limit).
+            write_limit=WRITE_LIMIT,
         )
         await leg.ws.send(
             json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
@@ -335,10 +356,11 @@ class Carrier:
         try:
             async for raw in leg.ws:
                 now = time.monotonic()
-                msg = json.loads(raw)
+                payload = media_payload(raw)
+                msg: Any = {"event": "media"} if payload is not None else json.loads(raw)
                 event = msg.get("event")
-                if event == "media":
-                    ulaw = base64.b64decode(msg["media"]["payload"])
+                if payload is not None:
+                    ulaw = base64.b64decode(payload)
                     leg.heard_at.append(now)
                     leg.dry_s.append(max(0.0, now - leg.play_end))
                     loud = audioop.rms(audioop.ulaw2lin(ulaw, 2), 2) > TRANSLATED_RMS
@@ -441,7 +463,13 @@ class Translator:
 
     async def start(self) -> None:
         self._server = await serve(
-            self._handle, "127.0.0.1", 0, compression=None, ping_interval=None, max_size=2**22
+            self._handle,
+            "127.0.0.1",
+            0,
+            compression=None,
+            ping_interval=None,
+            max_size=2**22,
+            write_limit=WRITE_LIMIT,
         )
         self.port = int(next(iter(self._server.sockets)).getsockname()[1])
 

@@ -284,7 +284,8 @@ that continue an utterance, minus any wait while Twilio already held more than t
 received, and **start played**: → when Twilio would begin to play it. The current bridge holds
 an utterance's first frame back 40-120 ms of play time on purpose (the jitter hold; the
 baseline has none), mostly by queuing passthrough ahead of it, so starts are shown apart and
-not in out. **lost**: frames sent but never appended, or translated but never heard.
+not in out. **lost**: frames sent but never appended, or translated but never heard (frames
+are matched to deltas by count, so where frames were lost out and start are not meaningful).
 **silences**: dropouts inside translated speech the stand-in sent without a gap (runs / frames).
 **late**: frames before which the listener's simulated Twilio buffer had been empty > 20 ms.
 **CPU**: the gunicorn worker's CPU seconds per call-minute; **RSS** and **threads** per call

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.load_peers import media_payload
 from bench.load_stats import (
     Heard,
     Result,
@@ -169,3 +170,11 @@ def test_results_are_written_as_json_and_markdown(tmp_path: Path) -> None:
     assert data["runs"][0]["goals_missed"] == ["CPU"]
     text = md_path.read_text()
     assert "| baseline abc1234 r1 | 10 |" in text and "Ratios current / baseline" in text
+
+
+def test_the_generator_finds_a_media_payload_without_parsing_json() -> None:
+    # The text both the current bridge and the baseline send (media_messages).
+    text = '{"event":"media","streamSid":"MZ1","media":{"payload":"//79/A=="}}'
+    assert media_payload(text) == "//79/A=="
+    assert media_payload('{"event":"mark","streamSid":"MZ1","mark":{"name":"a1"}}') is None
+    assert media_payload('{"event": "media", "media": {"payload": "AA=="}}') is None  # parsed
