@@ -354,6 +354,7 @@ async def measure(
         expected=0,
         silences=0,
         silent_frames=0,
+        engine_late_gaps=0,
         late=0,
         heard=0,
         max_gap_ms=0.0,
@@ -374,7 +375,7 @@ async def measure(
                 speaker.sent_at, session.appends, start, end
             )
             out = outbound_latencies(session.deltas, listener.heard, start, end)
-            runs, frames = inserted_silences(listener.heard, session.utterances)
+            silences = inserted_silences(listener.heard, session.deltas)
             late, gap = late_frames(listener.heard, listener.dry_s, start, end)
             result.lat_in_own += own
             result.lat_in_raw += raw
@@ -383,8 +384,9 @@ async def measure(
             result.start_played += out.start_played
             result.lost += lost_in + out.lost
             result.expected += owed_in + out.owed
-            result.silences += runs
-            result.silent_frames += frames
+            result.silences += silences.runs
+            result.silent_frames += silences.frames
+            result.engine_late_gaps += silences.engine_late
             result.late += late
             result.heard += sum(1 for t in listener.heard.at if start <= t < end)
             result.max_gap_ms = max(result.max_gap_ms, 1000 * gap)

@@ -18,8 +18,8 @@ measured from outside it:
 * Utterances: the translation stand-in speaks in turns, ``TALK_APPENDS`` deltas back to back
   then ``PAUSE_APPENDS`` appends answered with nothing, so every utterance's start (which the
   bridge holds back on purpose) and its continuation are both measured, and a frame without
-  translation heard inside an utterance is a dropout the bridge inserted (``Session.utterances``
-  says how many frames each one had). With each utterance it sends a source and a translation
+  translation heard inside an utterance is a dropout the bridge inserted (``Session.deltas``
+  say which delta began each). With each utterance it sends a source and a translation
   transcript delta, so the bridge's transcript path runs too.
 
 Routing (``--instances``): webhooks and streams go through :class:`Router`, which signs
@@ -430,8 +430,6 @@ class Session:
     appends: list[tuple[float, int]] = field(default_factory=list)  # (time, samples at 24 kHz)
     # (time sent, samples, whether it begins an utterance)
     deltas: list[tuple[float, int, bool]] = field(default_factory=list)
-    utterances: list[int] = field(default_factory=list)  # 8 kHz frames in each, in order
-    _translated: int = 0  # samples of translation sent so far (24 kHz)
 
     def speaks(self) -> bool:
         """Whether the append just recorded is answered: turns of TALK_APPENDS, then
@@ -441,12 +439,6 @@ class Session:
     def sent(self, at: float, samples: int) -> bool:
         """Book a delta sent; returns whether it began an utterance."""
         begins = (len(self.appends) - 1) % (TALK_APPENDS + PAUSE_APPENDS) == 0
-        before = self._translated // SAMPLES_24K_PER_FRAME
-        self._translated += samples
-        frames = self._translated // SAMPLES_24K_PER_FRAME - before
-        if begins or not self.utterances:
-            self.utterances.append(0)
-        self.utterances[-1] += frames
         self.deltas.append((at, samples, begins))
         return begins
 

@@ -34,6 +34,9 @@ GOAL_RSS_MIB_PER_CALL = 1.0
 GOAL_THREADS_PER_CALL = 0.0
 # The generator runs out of room above this share of its core: its own figures then limit.
 GENERATOR_SATURATED = 0.8
+# The generator sending frames later than this (p99) means its core was too busy (other work
+# on the machine): the row's latencies are then not the bridge's alone.
+GENERATOR_LATE_MS = 5.0
 
 
 def pct(values: Sequence[float], q: float) -> float:
@@ -140,42 +143,64 @@ def outbound_latencies(
     return result
 
 
-def inserted_silences(heard: Heard, utterances: Sequence[int]) -> tuple[int, int]:
-    """Dropouts the bridge put inside translated speech: (runs, frames).
+@dataclass
+class Silences:
+    """Dropouts inside translated speech: the bridge's (runs, frames), and runs where the
+    engine stand-in itself sent the audio after the gap began (not the bridge's doing)."""
 
-    ``utterances``: how many frames of continuous translation the engine stand-in sent each
-    time it spoke, in order. The listener's translated frames are counted off against them;
-    a received frame without translation after an utterance's first frame and before its
-    last is a frame of silence the engine's output did not have (a run of them is one
-    dropout), and so is a translated frame holding a run of exact zeros, unless it is the
-    utterance's last (its padded end)."""
+    runs: int = 0
+    frames: int = 0
+    engine_late: int = 0
+
+
+def inserted_silences(heard: Heard, deltas: Sequence[tuple[float, int, bool]]) -> Silences:
+    """Dropouts the bridge put inside translated speech.
+
+    ``deltas`` (time sent, samples, begins an utterance) say what the engine stand-in sent:
+    utterances of translation without a gap. The listener's translated frames are counted off
+    against them; a received frame without translation after an utterance's first frame and
+    before its last is a frame of silence the engine's output did not have (a run of them is
+    one dropout), and so is a translated frame holding a run of exact zeros, unless it is the
+    utterance's last (its padded end). A run counts as the bridge's only if the delta carrying
+    the frame after it was sent at least a frame before the run began: the bridge had the
+    audio and sent something else; otherwise the engine was late (counted apart)."""
     bounds: list[tuple[int, int]] = []
+    sent_of: list[float] = []  # per translated frame: when its delta was sent
     total = 0
-    for frames in utterances:
-        bounds.append((total, total + frames))
-        total += frames
-    runs = frames_inserted = 0
+    for sent, samples, begins in deltas:
+        before = total // SAMPLES_24K_PER_FRAME
+        total += samples
+        frames = total // SAMPLES_24K_PER_FRAME - before
+        if begins or not bounds:
+            bounds.append((before, before))
+        bounds[-1] = (bounds[-1][0], before + frames)
+        sent_of += [sent] * frames
+    result = Silences()
     seen = 0  # translated frames heard so far
     which = 0  # the utterance those belong to
-    in_run = False
-    for loud, holed in zip(heard.loud, heard.holed, strict=True):
+    run: list[float] = []  # arrival of each frame of the current run
+    for at, loud, holed in zip(heard.at, heard.loud, heard.holed, strict=True):
         while which < len(bounds) and seen >= bounds[which][1]:
             which += 1
         inside = which < len(bounds) and bounds[which][0] < seen < bounds[which][1]
         if loud:
+            if run:
+                if seen < len(sent_of) and sent_of[seen] <= run[0] - FRAME_S:
+                    result.runs += 1
+                    result.frames += len(run)
+                else:
+                    result.engine_late += 1
+                run = []
             last_of_utterance = which < len(bounds) and seen == bounds[which][1] - 1
             seen += 1
             if holed and not last_of_utterance:
-                runs += 1
-                frames_inserted += 1
-            in_run = False
+                result.runs += 1
+                result.frames += 1
         elif inside:
-            frames_inserted += 1
-            runs += 0 if in_run else 1
-            in_run = True
+            run.append(at)
         else:
-            in_run = False
-    return runs, frames_inserted
+            run = []
+    return result
 
 
 def late_frames(
@@ -205,6 +230,7 @@ class Result:
     expected: int
     silences: int
     silent_frames: int
+    engine_late_gaps: int
     late: int
     heard: int  # frames received in the window, both listeners
     max_gap_ms: float
@@ -286,12 +312,16 @@ an utterance's first frame back 40-120 ms of play time on purpose (the jitter ho
 baseline has none), mostly by queuing passthrough ahead of it, so starts are shown apart and
 not in out. **lost**: frames sent but never appended, or translated but never heard (frames
 are matched to deltas by count, so where frames were lost out and start are not meaningful).
-**silences**: dropouts inside translated speech the stand-in sent without a gap (runs / frames).
+**silences**: dropouts the bridge inserted inside translated speech the stand-in sent without
+a gap, while it held the audio (runs / frames; in brackets, gaps where the stand-in itself sent
+late, e.g. because the bridge's appends came late).
 **late**: frames before which the listener's simulated Twilio buffer had been empty > 20 ms.
 **CPU**: the gunicorn worker's CPU seconds per call-minute; **RSS** and **threads** per call
 above the idle worker (/proc). **gen**: the generator's CPU share of its own core and its send
-lateness p99. **missed**: goals missed (p99 ≤ 20 ms each way, nothing lost, no silences,
-CPU ≤ 0.4 s per call-minute, RSS ≤ 1 MiB and no thread per call)."""
+lateness p99 (SATURATED above 80 % of its core; LATE above 5 ms p99: its core was busy with
+other work, so the row is not the bridge's alone). **missed**: goals missed (p99 ≤ 20 ms each
+way, nothing lost, no silences, CPU ≤ 0.4 s per call-minute, RSS ≤ 1 MiB and no thread per
+call)."""
 
 TABLE_HEAD = (
     "| tree | N | in p50 / p99 ms | in raw p50 / p99 ms | out p50 / p99 ms "
@@ -307,10 +337,13 @@ def row(r: Result) -> str:
     gen = f"{r.gen_cpu_share:.2f} / {r.gen_late_p99_ms:.1f}"
     if r.saturated():
         gen += " SATURATED"
+    elif r.gen_late_p99_ms > GENERATOR_LATE_MS:
+        gen += " LATE"
     return (
         f"| {r.tree} {r.commit} r{r.round} | {r.n} | {_p(r.lat_in_own)} | {_p(r.lat_in_raw)} "
-        f"| {_p(r.lat_out)} | {_p(r.start_out)} | {_p(r.start_played)} | {r.lost} / {r.expected} "
-        f"| {r.silences} / {r.silent_frames} | {r.late} | {r.cpu_per_call_min:.2f} "
+        f"| {_p(r.lat_out)} | {_p(r.start_out)} | {_p(r.start_played)} "
+        f"| {r.lost} / {r.expected} | {r.silences} / {r.silent_frames} ({r.engine_late_gaps}) "
+        f"| {r.late} | {r.cpu_per_call_min:.2f} "
         f"| {r.rss_per_call_mib:.2f} | {r.threads} ({r.idle_threads}) "
         f"| {r.threads_per_call:.2f} | {gen} | {r.load:.2f} | {', '.join(r.goals_missed())} |"
     )

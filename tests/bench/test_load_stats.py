@@ -13,6 +13,7 @@ from bench.load_peers import media_payload
 from bench.load_stats import (
     Heard,
     Result,
+    Silences,
     inbound_latencies,
     inserted_silences,
     late_frames,
@@ -39,21 +40,34 @@ def heard_of(pattern: str, every_s: float = 0.02) -> Heard:
     return heard
 
 
+def deltas_of(*utterances: int, sent_s: float = -1.0) -> list[tuple[float, int, bool]]:
+    """Utterances of so many 100 ms deltas, all sent at ``sent_s`` (before anything is heard)."""
+    return [(sent_s, DELTA, i == 0) for count in utterances for i in range(count)]
+
+
 def test_translation_heard_as_sent_has_no_silences() -> None:
     heard = heard_of("..TTTTT....TTTTT..")
-    assert inserted_silences(heard, [5, 5]) == (0, 0)
+    assert inserted_silences(heard, deltas_of(1, 1)) == Silences(0, 0, 0)
 
 
 def test_a_gap_inside_an_utterance_is_one_dropout_per_run() -> None:
     heard = heard_of(".TT..TTT.T.TTTT")
     # utterance 1: TT..TTT (one run of 2 frames); between utterances "." is not counted;
     # utterance 2: T.TTTT (one run of 1 frame)
-    assert inserted_silences(heard, [5, 5]) == (2, 3)
+    assert inserted_silences(heard, deltas_of(1, 1)) == Silences(2, 3, 0)
+
+
+def test_a_gap_the_engine_caused_is_not_the_bridges() -> None:
+    heard = heard_of("TTTTT..TTTTT")  # the gap begins at 0.100 s
+    deltas = [(-1.0, DELTA, True), (0.095, DELTA, False)]  # the second came only 5 ms before
+    assert inserted_silences(heard, deltas) == Silences(0, 0, 1)
+    deltas = [(-1.0, DELTA, True), (0.060, DELTA, False)]  # the bridge had it 40 ms before
+    assert inserted_silences(heard, deltas) == Silences(1, 2, 0)
 
 
 def test_zeros_inside_a_translated_frame_count_unless_it_ends_the_utterance() -> None:
-    assert inserted_silences(heard_of("TThTT"), [5]) == (1, 1)
-    assert inserted_silences(heard_of("TTTTh"), [5]) == (0, 0)
+    assert inserted_silences(heard_of("TThTT"), deltas_of(1)) == Silences(1, 1, 0)
+    assert inserted_silences(heard_of("TTTTh"), deltas_of(1)) == Silences(0, 0, 0)
 
 
 def test_inbound_latency_is_measured_from_the_last_and_first_frame_an_append_carries() -> None:
@@ -122,6 +136,7 @@ def result(tree: str, cpu: float, out_s: float, **changes: object) -> Result:
         expected=1000,
         silences=0,
         silent_frames=0,
+        engine_late_gaps=0,
         late=0,
         heard=500,
         max_gap_ms=0.0,
@@ -149,6 +164,7 @@ def test_what_breaks_a_call_and_what_misses_a_goal() -> None:
 def test_a_saturated_generator_is_flagged_in_its_row() -> None:
     assert "SATURATED" in row(result("current", 0.3, 0.004, gen_cpu_share=0.9))
     assert "SATURATED" not in row(result("current", 0.3, 0.004))
+    assert "LATE" in row(result("current", 0.3, 0.004, gen_late_p99_ms=50.0))
 
 
 def test_ratios_compare_the_trees_at_each_n() -> None:
