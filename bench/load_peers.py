@@ -326,11 +326,22 @@ class Carrier:
             for leg in list(self.legs.values()):
                 if leg.ws is None or leg.done.is_set() or not leg.next_due:
                     continue
-                while leg.next_due <= now:
-                    await self._send_frame(leg, now)
-                    now = time.monotonic()
-                soonest = min(soonest, leg.next_due)
+                due = await self._send_due(leg, now)
+                now = time.monotonic()
+                if due:
+                    soonest = min(soonest, due)
             await asyncio.sleep(max(0.0, soonest - time.monotonic()))
+
+    async def _send_due(self, leg: Leg, now: float) -> float:
+        """Send every frame of ``leg`` due by ``now``; returns when the next is due (0: none).
+
+        A send can wait (a socket closing waits for the close), and meanwhile the leg may hang
+        up (``next_due`` reset) or its socket close: then it stops, or it would spin sending
+        frames "due" since time zero into a closed socket."""
+        while leg.next_due and leg.next_due <= now and not leg.done.is_set():
+            await self._send_frame(leg, now)
+            now = time.monotonic()
+        return 0.0 if leg.done.is_set() else leg.next_due
 
     async def _send_frame(self, leg: Leg, now: float) -> None:
         assert leg.ws is not None
