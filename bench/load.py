@@ -71,6 +71,7 @@ START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 25.0
 DEFAULT_STEPS = "1,10,25,50,100,150,200"
 RESULTS = ROOT / "bench" / "results"
+RUNS = ["bridge", "config", "Procfile", "requirements.lock"]
 
 
 @dataclass
@@ -451,7 +452,8 @@ def main() -> None:
         redis = stack.enter_context(throwaway_redis()) if args.instances > 1 else None
         current = Tree("current", short_commit("HEAD"), ROOT)
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            # What runs: the bridge and its configuration (docs and results do not count).
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *RUNS],
             cwd=ROOT,
             capture_output=True,
             text=True,
