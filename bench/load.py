@@ -1,37 +1,35 @@
-"""Load: N simultaneous two-leg calls against the bridge under gunicorn (the Procfile's command).
+"""Load: N simultaneous two-leg calls against the bridge under gunicorn, side by side with a
+baseline commit, the bridge and this generator pinned to separate cores.
 
-    .venv/bin/python bench/load.py                 # N = 1, 5, 10, 25, 50, 100, 200; 30 s each
-    .venv/bin/python bench/load.py --quick         # N = 1, 25; 10 s each
-    .venv/bin/python bench/load.py --calls 100 --seconds 60
+    .venv/bin/python bench/load.py --baseline 185dac9            # N = 1 … 200, 20 s each
+    .venv/bin/python bench/load.py --baseline 185dac9 --quick    # N = 1, 10; 8 s; one round
+    .venv/bin/python bench/load.py --calls 1,10 --seconds 30 --rounds 2 --keep-going
     .venv/bin/python bench/load.py --instances 2   # two bridges sharing calls through Redis
 
 For each N a fresh bridge is started exactly as the Procfile runs it (``BRIDGE_THREADS`` and
-``MAX_CONCURRENT_CALLS`` sized for N, as an operator would), with the translation engine pointed
-at a loopback stand-in that answers every append at once. The peers (Twilio and OpenAI, see
-``bench/load_peers.py``) run in this process, in one asyncio loop, never in the bridge's. Calls
-are set up one after another, then every leg streams at real-time pace for ``--seconds``
-(the measurement window), then the callers hang up. Reported per N:
+``MAX_CONCURRENT_CALLS`` sized for N, as an operator would), every feature on (passthrough,
+echo guard, marks, transcripts, call records), its translation engine pointed at a loopback
+stand-in. The bridge (gunicorn master and worker) runs on core 0 (``taskset``), the peers
+(Twilio and OpenAI, ``bench/load_peers.py``, one asyncio loop) on core 1, so neither takes the
+other's CPU; each run prints the affinity each got. With ``--baseline REV`` the bridge of
+commit REV (a detached ``git worktree`` in a temporary folder, run with this venv) and this
+tree's take turns for every N (baseline, current, baseline, current with ``--rounds 2``).
 
-* added latency p50/p99 per direction. In: a Twilio frame sent → the append carrying it
-  received by the engine stand-in, for the append's last frame (the bridge's own processing)
-  and for its first (raw: plus the engine's intentional 100 ms batching). Out: the stand-in
-  sends a delta → the listener receives its first frame (only the first: the bridge paces the
-  rest on purpose);
-* lost frames (frames sent but never appended, translated frames owed but never received)
-  and late frames (ones before which the listener's simulated Twilio buffer had been empty for
-  more than 20 ms: a gap heard in the cadence);
-* the bridge worker's CPU seconds per call-minute and resident memory per call (above the
-  idle worker), and this generator's own CPU and send lateness, to show it kept up.
-
-The bench stops at the first N that misses the target (p99 ≤ 20 ms each way, nothing lost),
-unless ``--keep-going``.
+Calls are set up one after another, then every leg streams at real-time pace, and after a
+warm-up the window (``--seconds``) is measured; then the callers hang up. What is measured
+and how is in ``bench/load_stats.py`` (its LEGEND is printed with the table). The step series
+stops at the first N where every tree breaks a call (p99 > 20 ms either way, lost frames or
+inserted silences), unless ``--keep-going``. Results: a table on stdout and the same in
+``bench/results/load-<UTC date>.md`` and ``.json`` (machine, load average, commits, command).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -46,39 +44,34 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.load_peers import (
-    Carrier,
-    Leg,
-    Router,
-    Session,
-    Translator,
-    frames_of,
+from bench.load_peers import Carrier, Leg, Router, Session, Translator
+from bench.load_stats import (
+    LEGEND,
+    TABLE_HEAD,
+    Result,
+    inbound_latencies,
+    inserted_silences,
+    late_frames,
+    markdown,
+    outbound_latencies,
+    pct,
+    row,
+    write_results,
 )
-from bench.machine import footer, header
-from tests.bridge_process import (
-    ACCOUNT_SID,
-    AGENT_NUMBER,
-    AUTH_TOKEN,
-    ROOT,
-    BridgeProcess,
-    free_port,
-    run_bridge,
-)
-from tests.redis_server import redis_url
+from bench.machine import cpu_model, footer, header, load_average
+from tests.bridge_process import ACCOUNT_SID, AGENT_NUMBER, AUTH_TOKEN, ROOT, free_port
+from tests.redis_server import redis_url as throwaway_redis
 
 CALLER_NUMBER = "+34911222333"
 BRIDGE_NUMBER = "+15550002222"
-TARGET_P99_MS = 20.0
-# Late: Twilio would have played more than one frame of silence before the frame arrived.
-# (Translated frames leave in bursts, up to 100 ms ahead, so the spacing between arrivals says
-# nothing; the playout buffer, simulated as Twilio's, does.)
-LATE_GAP_S = 0.020
 WARMUP_S = 2.0
-# Deltas sent this long before the window ends must have all their frames heard by its end.
 SETTLE_S = 0.5
 SETUP_TIMEOUT_S = 20.0
-# The generator itself sending frames later than this (p99) means the machine was too busy.
-GENERATOR_LATE_MS = 5.0
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 25.0
+DEFAULT_STEPS = "1,10,25,50,100,150,200"
+RESULTS = ROOT / "bench" / "results"
+RUNS = ["bridge", "config", "Procfile", "requirements.lock"]
 
 
 @dataclass
@@ -89,25 +82,13 @@ class CallUnderLoad:
     to_caller: Session
 
 
-@dataclass
-class Result:
-    label: str
-    n: int
-    lat_in_own: list[float]
-    lat_in_raw: list[float]
-    lat_out: list[float]
-    lost: int
-    expected: int
-    late: int
-    heard: int
-    max_gap_ms: float
-    cpu_per_call_min: float
-    rss_per_call_mib: float
-    worker_threads: int
-    gen_cpu_share: float
-    gen_late_p99_ms: float
-    load: str
-    broke: str = ""
+@dataclass(frozen=True)
+class Tree:
+    """One side of the comparison: a checkout to run the Procfile's command in."""
+
+    name: str  # "current" or "baseline"
+    commit: str
+    root: Path
 
 
 def proc_cpu_s(pid: int) -> float:
@@ -122,14 +103,20 @@ def proc_status(pid: int, key: str) -> int:
     return -1
 
 
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+def cpus_of(pid: int) -> str:
+    """The CPUs ``pid`` may run on, as taskset writes them."""
+    return ",".join(str(c) for c in sorted(os.sched_getaffinity(pid)))
 
 
-# -- one run ------------------------------------------------------------------------------------
+def short_commit(ref: str, cwd: Path = ROOT) -> str:
+    return subprocess.run(
+        ["git", "rev-parse", "--short", ref], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def say(text: str) -> None:
+    """Progress, on stderr: stdout carries the tables only."""
+    print(text, file=sys.stderr, flush=True)
 
 
 async def setup_call(carrier: Carrier, translator: Translator) -> CallUnderLoad:
@@ -152,47 +139,110 @@ async def setup_call(carrier: Carrier, translator: Translator) -> CallUnderLoad:
     return CallUnderLoad(caller, agent, by_language["en"], by_language["es"])
 
 
-def inbound_latencies(
-    speaker: Leg, session: Session, start: float, end: float
-) -> tuple[list[float], list[float], int, int]:
-    """(own, raw) latencies of the appends received in [start, end); frames lost and owed."""
-    own, raw = [], []
-    total = 0
-    for at, samples in session.appends:
-        first = frames_of(total)
-        total += samples
-        last = frames_of(total) - 1
-        if start <= at < end and last < len(speaker.sent_at):
-            own.append(at - speaker.sent_at[last])
-            raw.append(at - speaker.sent_at[first])
-    covered = frames_of(sum(s for at, s in session.appends if at < end))
-    owed = sum(1 for t in speaker.sent_at if t < end - SETTLE_S)
-    return own, raw, max(0, owed - covered), owed
+# -- the bridge --------------------------------------------------------------------------------
 
 
-def outbound_latencies(
-    session: Session, listener: Leg, start: float, end: float
-) -> tuple[list[float], int, int]:
-    """Delta sent → its first frame heard, for deltas sent in [start, end); frames lost, owed."""
-    latencies = []
-    before = 0
-    owed = 0
-    heard = sum(1 for t in listener.translated_at if t < end)
-    for sent, samples in session.deltas:
-        first_frame = (before // 3) // 160
-        before += samples
-        if sent < end - SETTLE_S:
-            owed = (before // 3) // 160
-        if start <= sent < end and first_frame < len(listener.translated_at):
-            latencies.append(listener.translated_at[first_frame] - sent)
-    return latencies, max(0, owed - heard), owed
+class Bridge:
+    """One bridge under gunicorn: its master's process and the port it serves."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.log_path = log_path
+
+    def worker_pid(self) -> int:
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        pids = [int(p) for p in children.split()]
+        if len(pids) != 1:
+            raise RuntimeError(f"expected one gunicorn worker, found {pids} ({self.log_path})")
+        return pids[0]
 
 
-def gaps(listener: Leg, start: float, end: float) -> tuple[int, float, int]:
-    """Late frames (the listener's buffer had been empty for more than LATE_GAP_S when they
-    arrived), the longest such silence, and the frames heard in [start, end)."""
-    dry = [d for t, d in zip(listener.heard_at, listener.dry_s, strict=True) if start <= t < end]
-    return sum(1 for d in dry if d > LATE_GAP_S), max(dry, default=0.0), len(dry)
+@contextmanager
+def bridge_at(
+    root: Path, port: int, env: dict[str, str], log_dir: Path, cpus: str | None
+) -> Iterator[Bridge]:
+    """The Procfile's command run in checkout ``root`` on ``port``, under ``taskset -c cpus``
+    (master and worker: the worker inherits the master's affinity); stopped like a platform
+    stops it (SIGTERM, then SIGKILL to its process group)."""
+    full_env = {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "PORT": str(port),
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "AGENT_NUMBER": AGENT_NUMBER,
+        "DATABASE_URL": f"sqlite:///{log_dir / f'calls-{port}.sqlite3'}",
+        # The config file binds 0.0.0.0 (a deployment's setting); loopback is enough here.
+        "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{port}",
+        **env,
+    }
+    command = next(
+        line.removeprefix("web:").strip()
+        for line in (root / "Procfile").read_text().splitlines()
+        if line.startswith("web:")
+    )
+    pin = ["taskset", "-c", cpus] if cpus else []
+    log_path = log_dir / f"bridge-{port}.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [*pin, "/bin/sh", "-c", f"exec {command}"],
+            cwd=root,
+            env=full_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            process_group=0,
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the bridge in {root} did not start (see {log_path})")
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        yield Bridge(proc, port, log_path)
+    finally:
+        try:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            if proc.poll() is None:  # the group id cannot be reused while the master lives
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@contextmanager
+def baseline_tree(ref: str) -> Iterator[Tree]:
+    """Commit ``ref`` checked out in a detached worktree in a temporary folder (this
+    repository's branches and work tree are not touched), removed afterwards."""
+    commit = short_commit(ref)
+    folder = Path(tempfile.mkdtemp(prefix=f"bench-baseline-{commit}-")) / "tree"
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(folder), commit],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield Tree("baseline", commit, folder)
+    finally:
+        subprocess.run(
+            ["git", "worktree", "remove", "--force", str(folder)],
+            cwd=ROOT,
+            check=False,
+            capture_output=True,
+        )
+
+
+# -- one run -------------------------------------------------------------------------------------
 
 
 async def run_load(
@@ -204,7 +254,14 @@ async def run_load(
     root: Path = ROOT,
     redis_url: str | None = None,
     instances: int = 1,
+    *,
+    tree: Tree | None = None,
+    round_no: int = 1,
+    bridge_cpus: str | None = None,
 ) -> Result:
+    """One run of ``n`` calls for ``seconds`` against the bridge of ``tree`` (else of
+    ``root``, unpinned unless ``bridge_cpus``) on ``bridge_port``."""
+    tree = tree or Tree("current", short_commit("HEAD", root), root)
     translator = Translator()
     await translator.start()
     ports = [bridge_port] + [free_port() for _ in range(instances - 1)]
@@ -222,7 +279,8 @@ async def run_load(
         "MAX_CONCURRENT_CALLS": str(max(n, 1)),
         # Two request threads per call (its two Media Streams), plus room for webhooks.
         "BRIDGE_THREADS": str(max(64, 2 * n + 32)),
-        "TRANSCRIPTION_MODEL": "off",
+        # Every feature on: transcripts (the stand-in sends them), passthrough, echo guard and
+        # records are on by default. Machine detection would wait for a result nobody sends.
         "AGENT_MACHINE_DETECTION": "off",
     }
     if instances > 1:
@@ -236,21 +294,33 @@ async def run_load(
         env["BENCH_PROFILE_OUT"] = str(log_dir / f"profile-n{n}")
     try:
         with ExitStack() as stack:
-            bridges = [stack.enter_context(bridge_at(root, p, env, log_dir)) for p in ports]
-            return await measure(n, seconds, bridges, carrier, translator)
+            bridges = [
+                stack.enter_context(bridge_at(tree.root, p, env, log_dir, bridge_cpus))
+                for p in ports
+            ]
+            pids = [b.worker_pid() for b in bridges]
+            say(
+                f"{tree.name} {tree.commit} N={n} round {round_no}: bridge master "
+                f"{bridges[0].proc.pid} on CPUs {cpus_of(bridges[0].proc.pid)}, worker "
+                f"{pids[0]} on CPUs {cpus_of(pids[0])}; generator {os.getpid()} on CPUs "
+                f"{cpus_of(0)}"
+            )
+            result = await measure(n, seconds, pids, carrier, translator)
     finally:
         await carrier.close()
         await translator.close()
+    result.tree, result.commit, result.round = tree.name, tree.commit, round_no
+    return result
 
 
 async def measure(
-    n: int, seconds: float, bridges: list[BridgeProcess], carrier: Carrier, translator: Translator
+    n: int, seconds: float, pids: list[int], carrier: Carrier, translator: Translator
 ) -> Result:
     """CPU, memory and threads are the sum over the bridges' workers (one, unless
     ``--instances``)."""
-    pids = [bridge.worker_pid() for bridge in bridges]
     await asyncio.sleep(1.0)
     idle_rss = sum(proc_status(pid, "VmRSS") for pid in pids)
+    idle_threads = sum(proc_status(pid, "Threads") for pid in pids)
     calls = []
     for _ in range(n):
         call = await setup_call(carrier, translator)
@@ -271,161 +341,85 @@ async def measure(
     while time.monotonic() < deadline and not all(c.agent.done.is_set() for c in calls):
         await asyncio.sleep(0.1)
 
-    lat_in_own: list[float] = []
-    lat_in_raw: list[float] = []
-    lat_out: list[float] = []
-    lost = expected = late = heard = 0
-    max_gap = 0.0
+    result = Result(
+        tree="",
+        commit="",
+        n=n,
+        round=0,
+        lat_in_own=[],
+        lat_in_raw=[],
+        lat_out=[],
+        start_out=[],
+        start_played=[],
+        lost=0,
+        expected=0,
+        silences=0,
+        silent_frames=0,
+        engine_late_gaps=0,
+        late=0,
+        heard=0,
+        max_gap_ms=0.0,
+        cpu_per_call_min=(cpu1 - cpu0) / (n * (end - start) / 60),
+        rss_per_call_mib=(rss - idle_rss) / 1024 / n,
+        threads=threads,
+        idle_threads=idle_threads,
+        gen_cpu_share=(gen1 - gen0) / (end - start),
+        gen_late_p99_ms=0.0,
+        load=os.getloadavg()[0],
+    )
     for call in calls:
         for speaker, session, listener in (
             (call.caller, call.to_agent, call.agent),
             (call.agent, call.to_caller, call.caller),
         ):
-            own, raw, lost_in, owed_in = inbound_latencies(speaker, session, start, end)
-            out, lost_out, owed_out = outbound_latencies(session, listener, start, end)
-            late_here, gap, frames = gaps(listener, start, end)
-            lat_in_own += own
-            lat_in_raw += raw
-            lat_out += out
-            lost += lost_in + lost_out
-            expected += owed_in + owed_out
-            late += late_here
-            heard += frames
-            max_gap = max(max_gap, gap)
+            own, raw, lost_in, owed_in = inbound_latencies(
+                speaker.sent_at, session.appends, start, end
+            )
+            out = outbound_latencies(session.deltas, listener.heard, start, end)
+            silences = inserted_silences(listener.heard, session.deltas)
+            late, gap = late_frames(listener.heard, listener.dry_s, start, end)
+            result.lat_in_own += own
+            result.lat_in_raw += raw
+            result.lat_out += out.out
+            result.start_out += out.start_out
+            result.start_played += out.start_played
+            result.lost += lost_in + out.lost
+            result.expected += owed_in + out.owed
+            result.silences += silences.runs
+            result.silent_frames += silences.frames
+            result.engine_late_gaps += silences.engine_late
+            result.late += late
+            result.heard += sum(1 for t in listener.heard.at if start <= t < end)
+            result.max_gap_ms = max(result.max_gap_ms, 1000 * gap)
     sends = [x for c in calls for leg in (c.caller, c.agent) for x in leg.late_sends]
-    call_minutes = n * (end - start) / 60
-    result = Result(
-        label="",
-        n=n,
-        lat_in_own=lat_in_own,
-        lat_in_raw=lat_in_raw,
-        lat_out=lat_out,
-        lost=lost,
-        expected=expected,
-        late=late,
-        heard=heard,
-        max_gap_ms=1000 * max_gap,
-        cpu_per_call_min=(cpu1 - cpu0) / call_minutes,
-        rss_per_call_mib=(rss - idle_rss) / 1024 / n,
-        worker_threads=threads,
-        gen_cpu_share=(gen1 - gen0) / (end - start),
-        gen_late_p99_ms=1000 * pct(sends, 0.99),
-        load=f"{os.getloadavg()[0]:.2f}",
-    )
-    p99s = (pct(lat_in_own, 0.99), pct(lat_out, 0.99))
-    if result.lost or any(p > TARGET_P99_MS / 1000 for p in p99s):
-        result.broke = "missed the target"
+    result.gen_late_p99_ms = 1000 * pct(sends, 0.99) if sends else 0.0
     return result
 
 
-# -- report ---------------------------------------------------------------------------------
+# -- the series ----------------------------------------------------------------------------------
 
 
-def ms(values: list[float], q: float) -> str:
-    return f"{1000 * pct(values, q):.1f}"
-
-
-LEGEND = """\
-in: a Twilio frame sent → the append carrying it received, for the append's last frame (the
-bridge's own processing); in raw: for its first frame (plus the engine's 100 ms batching);
-out: a delta sent → its first frame heard; lost / expected: frames; late: frames before which
-the listener's simulated Twilio buffer had been empty > 20 ms; gen: this generator's CPU (cores)
-and how late it sent frames (p99)."""
-
-TABLE_HEAD = (
-    "| N | in p50 / p99 ms | in raw p50 / p99 ms | out p50 / p99 ms | lost / expected "
-    "| late / heard | longest silence ms | worker CPU s per call-min | RSS MiB per call "
-    "| worker threads | gen CPU / lateness p99 ms | load (1 min) |\n"
-    "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-)
-
-
-def row(r: Result) -> str:
-    return (
-        f"| {r.label}{r.n} | {ms(r.lat_in_own, 0.5)} / {ms(r.lat_in_own, 0.99)} "
-        f"| {ms(r.lat_in_raw, 0.5)} / {ms(r.lat_in_raw, 0.99)} "
-        f"| {ms(r.lat_out, 0.5)} / {ms(r.lat_out, 0.99)} | {r.lost} / {r.expected} "
-        f"| {r.late} / {r.heard} | {r.max_gap_ms:.0f} | {r.cpu_per_call_min:.2f} "
-        f"| {r.rss_per_call_mib:.2f} | {r.worker_threads} "
-        f"| {r.gen_cpu_share:.2f} / {r.gen_late_p99_ms:.1f} | {r.load} |"
-    )
-
-
-@contextmanager
-def bridge_at(root: Path, port: int, env: dict[str, str], log_dir: Path) -> Iterator[BridgeProcess]:
-    """The bridge of checkout ``root`` under gunicorn, as the tests start it (the Procfile's
-    command), on ``port``; for ``--baseline``, the same command run from another tree."""
-    if root == ROOT:
-        with run_bridge(port, env, log_dir) as bridge:
-            yield bridge
-        return
-    full_env = {
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "PORT": str(port),
-        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
-        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-        "AGENT_NUMBER": AGENT_NUMBER,
-        "DATABASE_URL": f"sqlite:///{log_dir / f'calls-{port}.sqlite3'}",
-        **env,
-    }
-    command = next(
-        line.removeprefix("web:").strip()
-        for line in (root / "Procfile").read_text().splitlines()
-        if line.startswith("web:")
-    )
-    log_path = log_dir / f"bridge-{port}.log"
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            ["/bin/sh", "-c", f"exec {command}"],
-            cwd=root,
-            env=full_env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the baseline bridge did not start (see {log_path})")
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        yield BridgeProcess(proc, port, log_path)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=25)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-
-
-def extract(ref: str) -> Path:
-    """The tree of git ``ref`` in a temporary folder (the repository itself is not touched)."""
-    sha = subprocess.run(
-        ["git", "rev-parse", "--short", ref], cwd=ROOT, check=True, capture_output=True, text=True
-    ).stdout.strip()
-    folder = Path(tempfile.mkdtemp(prefix=f"bench-baseline-{sha}-"))
-    archive = subprocess.run(["git", "archive", sha], cwd=ROOT, check=True, capture_output=True)
-    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
-    return folder
+def pin_generator(cpus: str | None) -> None:
+    """This process (and the threads it starts later) on ``cpus``."""
+    if cpus:
+        os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", default="1,5,10,25,50,100,200", help="comma-separated N values")
-    parser.add_argument("--seconds", type=float, default=30.0, help="measurement window per N")
-    parser.add_argument("--quick", action="store_true", help="N = 1, 25 for 10 s each")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--calls", default=DEFAULT_STEPS, help="comma-separated N values")
+    parser.add_argument("--seconds", type=float, default=20.0, help="measurement window per N")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each tree per N, in turn")
+    parser.add_argument("--quick", action="store_true", help="N = 1, 10 for 8 s, one round")
+    parser.add_argument("--baseline", metavar="REV", help="also run the bridge of commit REV")
+    parser.add_argument("--keep-going", action="store_true", help="go on past a broken N")
+    parser.add_argument("--bridge-cpus", default="0", help="taskset CPU list of the bridge")
+    parser.add_argument("--generator-cpus", default="1", help="CPU list of this generator")
+    parser.add_argument("--no-pin", action="store_true", help="pin neither (one-core machines)")
+    parser.add_argument("--out", type=Path, help="results file name without suffix")
     parser.add_argument(
         "--profile", action="store_true", help="sample the worker's threads (see bench/profiling)"
     )
-    parser.add_argument("--keep-going", action="store_true", help="go on past a missed target")
     parser.add_argument(
         "--instances",
         type=int,
@@ -433,56 +427,77 @@ def main() -> None:
         help="bridge instances to spread requests over, sharing calls through a Redis "
         "(TEST_REDIS_URL, else a throwaway redis-server; see Router in bench/load_peers.py)",
     )
-    parser.add_argument(
-        "--baseline",
-        metavar="GIT_REF",
-        help="also run the bridge of this commit, alternating with this tree's for each N",
-    )
     args = parser.parse_args()
-    if args.instances < 1:
-        parser.error("--instances: at least 1")
-    counts = [1, 25] if args.quick else [int(c) for c in args.calls.split(",")]
-    seconds = 10.0 if args.quick else args.seconds
+    if args.instances < 1 or args.rounds < 1:
+        parser.error("--instances and --rounds: at least 1")
+    counts = [1, 10] if args.quick else [int(c) for c in args.calls.split(",")]
+    seconds = 8.0 if args.quick else args.seconds
+    bridge_cpus = None if args.no_pin else args.bridge_cpus
+    pin_generator(None if args.no_pin else args.generator_cpus)
+    now = datetime.datetime.now(datetime.UTC)
+    meta: dict[str, object] = {
+        "date": now.strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{os.cpu_count()} cores ({cpu_model()}), Python {sys.version.split()[0]}",
+        "load average at the start": load_average(),
+        "command": shlex.join(["bench/load.py", *sys.argv[1:]]),
+        "window": f"{seconds:g} s per run after {WARMUP_S:g} s of warm-up",
+        "bridge CPUs": bridge_cpus or "any",
+        "generator CPUs": cpus_of(0),
+    }
     print(header("Load"), end="\n\n")
-    print(
-        f"{seconds:.0f} s window per N after {WARMUP_S:.0f} s of warm-up; target p99 ≤ "
-        f"{TARGET_P99_MS:.0f} ms each way and no lost frames\n",
-        flush=True,
-    )
     print(LEGEND, end="\n\n")
     log_dir = Path(tempfile.mkdtemp(prefix="bench-load-"))
-    services = ExitStack()
-    redis = services.enter_context(redis_url()) if args.instances > 1 else None
-    if args.instances > 1:
-        print(f"{args.instances} instances sharing calls through Redis, requests taking turns\n")
-    trees = [("", ROOT)]
-    if args.baseline:
-        trees.insert(0, (f"{args.baseline} ", extract(args.baseline)))
-        print(f"rows named {args.baseline!r}: the bridge of that commit, run alternately\n")
-    print(TABLE_HEAD, flush=True)
-    starved = False
-    for n in counts:
-        broke = True
-        for label, root in trees:
-            result = asyncio.run(
-                run_load(
-                    n, seconds, free_port(), log_dir, args.profile, root, redis, args.instances
-                )
-            )
-            result.label = label
-            print(row(result), flush=True)
-            broke = broke and bool(result.broke)
-            starved = starved or result.gen_late_p99_ms > GENERATOR_LATE_MS
-        if broke and not args.keep_going:
-            print(f"\nstopped at N = {n}: missed the target")
-            break
-    if starved:
-        print(
-            f"\nwarning: the generator sent frames more than {GENERATOR_LATE_MS:.0f} ms late "
-            "(p99): the machine was too busy for these latencies to be the bridge's alone"
-        )
-    services.close()
-    print(f"\n{footer()}; bridge logs in {log_dir}")
+    results: list[Result] = []
+    with ExitStack() as stack:
+        redis = stack.enter_context(throwaway_redis()) if args.instances > 1 else None
+        current = Tree("current", short_commit("HEAD"), ROOT)
+        dirty = subprocess.run(
+            # What runs: the bridge and its configuration (docs and results do not count).
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *RUNS],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        meta["current"] = f"{current.commit}{' + uncommitted changes' if dirty else ''} ({ROOT})"
+        trees = [current]
+        if args.baseline:
+            baseline = stack.enter_context(baseline_tree(args.baseline))
+            meta["baseline"] = f"{baseline.commit} (git worktree in {baseline.root})"
+            trees.insert(0, baseline)
+        print(TABLE_HEAD, flush=True)
+        for n in counts:
+            here = []
+            for round_no in range(1, args.rounds + 1):
+                for tree in trees:
+                    result = asyncio.run(
+                        run_load(
+                            n,
+                            seconds,
+                            free_port(),
+                            log_dir,
+                            args.profile,
+                            redis_url=redis,
+                            instances=args.instances,
+                            tree=tree,
+                            round_no=round_no,
+                            bridge_cpus=bridge_cpus,
+                        )
+                    )
+                    print(row(result), flush=True)
+                    here.append(result)
+            results += here
+            if any(r.saturated() for r in here):
+                say(f"GENERATOR SATURATED at N = {n}: its figures are not the bridge's alone")
+            if all(r.broke() for r in here) and not args.keep_going:
+                say(f"stopped at N = {n}: every tree broke the target")
+                break
+    meta["load average at the end"] = load_average()
+    base = args.out or RESULTS / f"load-{now:%Y-%m-%d}"
+    paths = write_results(base, meta, results)
+    print()
+    print(markdown(meta, results))
+    print(f"{footer()}; written to {', '.join(str(p) for p in paths)}; bridge logs in {log_dir}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,12 @@ measured from outside it:
 * Engine delta in → frame out: deltas carry a loud tone and the legs speak quietly, so a frame
   carrying translation stands out from the ducked passthrough by its level; delta ``k`` starts
   at translated frame ``(samples before it // 3) // 160`` of its listener.
+* Utterances: the translation stand-in speaks in turns, ``TALK_APPENDS`` deltas back to back
+  then ``PAUSE_APPENDS`` appends answered with nothing, so every utterance's start (which the
+  bridge holds back on purpose) and its continuation are both measured, and a frame without
+  translation heard inside an utterance is a dropout the bridge inserted (``Session.deltas``
+  say which delta began each). With each utterance it sends a source and a translation
+  transcript delta, so the bridge's transcript path runs too.
 
 Routing (``--instances``): webhooks and streams go through :class:`Router`, which signs
 every request over the public URL and sends it to one of several instance base URLs,
@@ -52,6 +58,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop
 
+from bench.load_stats import Heard
+
 FRAME_S = 0.020
 FRAME_SAMPLES_8K = 160
 SAMPLES_24K_PER_FRAME = 480
@@ -62,6 +70,31 @@ TRANSLATION_AMPLITUDE = 16000.0
 TRANSLATION_HZ = 1000.0
 TRANSLATED_RMS = 4000.0  # a frame this loud carries translation
 TRANSLATION_PATH = "/v1/realtime/translations"
+# The stand-in speaks for TALK_APPENDS appends (100 ms each), then is silent for PAUSE_APPENDS:
+# longer than the bridge's hold and pacing, so each turn is an utterance of its own.
+TALK_APPENDS = 20
+PAUSE_APPENDS = 6
+# A run this long of μ-law's exact zero (0xFF, or 0x7F for -0) inside a frame is a hole: the
+# tone has isolated zero crossings only, and the ducked passthrough under it is never silent.
+ZERO_RUN = 16
+ZERO_RUNS = (b"\xff" * ZERO_RUN, b"\x7f" * ZERO_RUN)
+
+
+# Bytes a socket may buffer unsent before send() waits: far more than a stalled peer's whole
+# window (a frame is ~300 bytes), so no send waits.
+WRITE_LIMIT = 2**24
+
+
+def media_payload(raw: str | bytes) -> str | None:
+    """The payload of a ``media`` message, found without parsing the JSON (the generator's
+    main cost per frame at scale); None for any other message, which is parsed in full."""
+    if not isinstance(raw, str) or not raw.startswith('{"event":"media"'):
+        return None
+    at = raw.find('"payload":"')
+    if at < 0:
+        return None
+    at += len('"payload":"')
+    return raw[at : raw.index('"', at)]
 
 
 def new_sid(prefix: str) -> str:
@@ -105,6 +138,7 @@ class Leg:
     sent_at: list[float] = field(default_factory=list)  # frame index → send time
     late_sends: list[float] = field(default_factory=list)  # send time − due time (generator)
     heard_at: list[float] = field(default_factory=list)  # every media frame received
+    heard: Heard = field(default_factory=Heard)  # the same, with what each frame carried
     # For each frame received: how long the simulated Twilio buffer had been empty before it
     # arrived (0 when audio was still queued): silence the listener heard.
     dry_s: list[float] = field(default_factory=list)
@@ -260,6 +294,10 @@ class Carrier:
             compression=None,
             ping_interval=None,
             max_size=2**20,
+            # Twilio never waits for one stream before sending the next's frames: with the
+            # default limit one stream the bridge stops reading would block the ticker and make
+            # every leg late (the generator, not the bridge, becoming the limit).
+            write_limit=WRITE_LIMIT,
         )
         await leg.ws.send(
             json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
@@ -288,11 +326,22 @@ class Carrier:
             for leg in list(self.legs.values()):
                 if leg.ws is None or leg.done.is_set() or not leg.next_due:
                     continue
-                while leg.next_due <= now:
-                    await self._send_frame(leg, now)
-                    now = time.monotonic()
-                soonest = min(soonest, leg.next_due)
+                due = await self._send_due(leg, now)
+                now = time.monotonic()
+                if due:
+                    soonest = min(soonest, due)
             await asyncio.sleep(max(0.0, soonest - time.monotonic()))
+
+    async def _send_due(self, leg: Leg, now: float) -> float:
+        """Send every frame of ``leg`` due by ``now``; returns when the next is due (0: none).
+
+        A send can wait (a socket closing waits for the close), and meanwhile the leg may hang
+        up (``next_due`` reset) or its socket close: then it stops, or it would spin sending
+        frames "due" since time zero into a closed socket."""
+        while leg.next_due and leg.next_due <= now and not leg.done.is_set():
+            await self._send_frame(leg, now)
+            now = time.monotonic()
+        return 0.0 if leg.done.is_set() else leg.next_due
 
     async def _send_frame(self, leg: Leg, now: float) -> None:
         assert leg.ws is not None
@@ -318,14 +367,21 @@ class Carrier:
         try:
             async for raw in leg.ws:
                 now = time.monotonic()
-                msg = json.loads(raw)
+                payload = media_payload(raw)
+                msg: Any = {"event": "media"} if payload is not None else json.loads(raw)
                 event = msg.get("event")
-                if event == "media":
-                    ulaw = base64.b64decode(msg["media"]["payload"])
+                if payload is not None:
+                    ulaw = base64.b64decode(payload)
                     leg.heard_at.append(now)
                     leg.dry_s.append(max(0.0, now - leg.play_end))
-                    if audioop.rms(audioop.ulaw2lin(ulaw, 2), 2) > TRANSLATED_RMS:
+                    loud = audioop.rms(audioop.ulaw2lin(ulaw, 2), 2) > TRANSLATED_RMS
+                    if loud:
                         leg.translated_at.append(now)
+                    heard = leg.heard
+                    heard.at.append(now)
+                    heard.loud.append(loud)
+                    heard.holed.append(any(run in ulaw for run in ZERO_RUNS))
+                    heard.play_end_before.append(leg.play_end)
                     leg.play_end = max(leg.play_end, now) + len(ulaw) / 8000
                 elif event == "mark":
                     # Twilio echoes a mark once the audio queued before it has played.
@@ -383,7 +439,19 @@ class Session:
 
     language: str | None = None
     appends: list[tuple[float, int]] = field(default_factory=list)  # (time, samples at 24 kHz)
-    deltas: list[tuple[float, int]] = field(default_factory=list)  # (time sent, samples)
+    # (time sent, samples, whether it begins an utterance)
+    deltas: list[tuple[float, int, bool]] = field(default_factory=list)
+
+    def speaks(self) -> bool:
+        """Whether the append just recorded is answered: turns of TALK_APPENDS, then
+        PAUSE_APPENDS of silence."""
+        return (len(self.appends) - 1) % (TALK_APPENDS + PAUSE_APPENDS) < TALK_APPENDS
+
+    def sent(self, at: float, samples: int) -> bool:
+        """Book a delta sent; returns whether it began an utterance."""
+        begins = (len(self.appends) - 1) % (TALK_APPENDS + PAUSE_APPENDS) == 0
+        self.deltas.append((at, samples, begins))
+        return begins
 
 
 class Translator:
@@ -398,7 +466,13 @@ class Translator:
 
     async def start(self) -> None:
         self._server = await serve(
-            self._handle, "127.0.0.1", 0, compression=None, ping_interval=None, max_size=2**22
+            self._handle,
+            "127.0.0.1",
+            0,
+            compression=None,
+            ping_interval=None,
+            max_size=2**22,
+            write_limit=WRITE_LIMIT,
         )
         self.port = int(next(iter(self._server.sockets)).getsockname()[1])
 
@@ -466,8 +540,11 @@ class Translator:
                     size = len(audio) * 3 // 4 - audio[-2:].count("=")
                     samples = size // 2
                     session.appends.append((now, samples))
-                    await ws.send(self._delta(samples))
-                    session.deltas.append((time.monotonic(), samples))
+                    if session.speaks():
+                        await ws.send(self._delta(samples))
+                        if session.sent(time.monotonic(), samples):
+                            for text in TRANSCRIPT_EVENTS:
+                                await ws.send(text)
                 elif kind == "session.update":
                     output = (event.get("session") or {}).get("audio", {}).get("output") or {}
                     first = session.language is None
@@ -482,6 +559,14 @@ class Translator:
                     await ws.close()
         except ConnectionClosed:
             pass
+
+
+# What a turn "said", as the engine reports it: the bridge's transcript path (records, the
+# console) runs on it. Fixed text: nothing anyone says is needed here.
+TRANSCRIPT_EVENTS = tuple(
+    json.dumps({"type": kind, "event_id": "event_t", "delta": "hola ", "elapsed_ms": 0})
+    for kind in ("session.input_transcript.delta", "session.output_transcript.delta")
+)
 
 
 def frames_of(samples_24k: int) -> int:
