@@ -571,7 +571,7 @@ def test_redirect_ends_the_stream_then_says_and_hangs_up(app: MiniApp, twilio: F
     client.calls(call.sid).update(twiml="<Response><Say>Adiós</Say><Hangup/></Response>")
     assert fake.wait_ended(WAIT_S)
     assert fake.said == ["Un momento", "Adiós"] and fake.status == "completed"
-    assert app.stream_messages[-1][1]["event"] == "stop"
+    assert twilio.wait_for(lambda: app.stream_messages[-1][1]["event"] == "stop", WAIT_S)
     assert not fake.stream_closed_by_server.is_set()
 
 
@@ -717,7 +717,11 @@ def test_agent_leg_echoes_what_it_hears_and_hangs_up() -> None:
         assert fake.wait_for(echoed, WAIT_S)
         call.hangup()
         assert call.wait_ended(WAIT_S) and call.status == "completed"
-        assert mini.stream_messages[-1][1]["event"] == "stop"
+        # The bridge side records what it reads in its own thread: wait for the stop to land.
+        assert fake.wait_for(
+            lambda: bool(mini.stream_messages) and mini.stream_messages[-1][1]["event"] == "stop",
+            WAIT_S,
+        )
         assert not call.stream_closed_by_server.is_set()
     finally:
         fake.close()
@@ -732,7 +736,7 @@ def test_close_ends_live_calls(app: MiniApp) -> None:
     fake.close()
     fake.close()  # idempotent
     assert call.ended.is_set() and call.status == "completed"
-    assert app.stream_messages[-1][1]["event"] == "stop"
+    assert fake.wait_for(lambda: app.stream_messages[-1][1]["event"] == "stop", WAIT_S)
 
 
 def test_refused_stream_handshake_ends_the_call(app: MiniApp, twilio: FakeTwilio) -> None:
