@@ -459,11 +459,12 @@ def main() -> None:
             text=True,
             check=True,
         ).stdout.strip()
-        meta["current"] = f"{current.commit}{' + uncommitted changes' if dirty else ''} ({ROOT})"
+        # Commits only: a result file names no folder of the machine it ran on.
+        meta["current"] = f"{current.commit}{' + uncommitted changes' if dirty else ''} (this tree)"
         trees = [current]
         if args.baseline:
             baseline = stack.enter_context(baseline_tree(args.baseline))
-            meta["baseline"] = f"{baseline.commit} (git worktree in {baseline.root})"
+            meta["baseline"] = f"{baseline.commit} (a temporary git worktree of it)"
             trees.insert(0, baseline)
         print(TABLE_HEAD, flush=True)
         for n in counts:
