@@ -182,9 +182,10 @@ class CallControl:
                 target=self._setup, args=(call,), name=f"call-setup:{caller_sid[-6:]}", daemon=True
             ).start()
         greeting = self._prompts.prompt("connecting", call.caller_language)
+        intro = [greeting, *self._consent_notice(call.caller_language)]
         # (A retried webhook gets a fresh token: the same call and leg, a later expiry.)
         token = self._tokens.issue(caller_sid, "caller", time.time(), STREAM_TOKEN_MARGIN_S)
-        return connect_stream(s.stream_url(MEDIA_PATH), caller_sid, "caller", token, greeting)
+        return connect_stream(s.stream_url(MEDIA_PATH), caller_sid, "caller", token, intro)
 
     def new_call(
         self,
@@ -259,9 +260,8 @@ class CallControl:
                 open_sessions(self._engine, self._teardowns, call)
             ttl_s = s.agent_dial_timeout_s + STREAM_TOKEN_MARGIN_S
             token = self._tokens.issue(call.sid, "agent", time.time(), ttl_s)
-            agent_twiml = connect_stream(
-                s.stream_url(MEDIA_PATH), call.sid, "agent", token, self._whisper(call)
-            )
+            intro = [self._whisper(call), *self._consent_notice(call.agent_language)]
+            agent_twiml = connect_stream(s.stream_url(MEDIA_PATH), call.sid, "agent", token, intro)
             # A Twilio Client identity is an app, never a voicemail box: no detection there.
             detect = s.agent_machine_detection and not s.agent_number.startswith("client:")
             agent_sid = self._rest.dial(
@@ -299,6 +299,12 @@ class CallControl:
         return self._prompts.prompt(
             "agent_whisper", call.agent_language, caller_language=caller_language
         )
+
+    def _consent_notice(self, language: str) -> list[Prompt]:
+        """CONSENT_NOTICE=on: the notice in ``language`` (start-up checked each language has it)."""
+        if not self._settings.consent_notice:
+            return []
+        return [self._prompts.prompt("consent_notice", language)]
 
     # -- status callbacks (bridge/calls/status.py) -----------------------------------------
 

@@ -1,9 +1,10 @@
 """The languages a call is offered and spoken in: CALLER_LANGUAGES, AGENT_LANGUAGES and the
-defaults, each checked against the languages table, the prompts and what the engine speaks."""
+defaults, each checked against the languages table, the prompts and what the engine speaks;
+with CONSENT_NOTICE=on, each must also have the consent notice."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ class LanguageSettings:
     agent_languages: tuple[tuple[str, str], ...]
     languages_file: Path
     prompts_file: Path
+    consent_notice: bool = False
 
 
 def check_speakable(name: str, code: str, engine: str) -> None:
@@ -89,8 +91,26 @@ def _agent_languages(
     return tuple(pairs.items())
 
 
+def _check_consent_notice(book: PromptBook, languages: Iterable[str]) -> None:
+    """Every language the bridge may speak to a party has the consent notice: one line naming
+    each that lacks it, so one start-up lists them all (a party must never be connected without
+    hearing it, nor hear it in another language than their own)."""
+    lacking = [c for c in dict.fromkeys(languages) if book.missing(c, ("consent_notice",))]
+    if lacking:
+        names = ", ".join(repr(c) for c in lacking)
+        raise ConfigError(
+            f"CONSENT_NOTICE: on, but {names} {'has' if len(lacking) == 1 else 'have'} "
+            f"no consent_notice in {book.path}"
+        )
+
+
 def language_settings(
-    env: Mapping[str, str], engine: str, caller_language: str, agent_language: str
+    env: Mapping[str, str],
+    engine: str,
+    caller_language: str,
+    agent_language: str,
+    *,
+    consent_notice: bool = False,
 ) -> LanguageSettings:
     languages_file = val.path(env, "LANGUAGES_FILE", DEFAULT_LANGUAGES_FILE)
     prompts_file = val.path(env, "PROMPTS_FILE", DEFAULT_PROMPTS_FILE)
@@ -102,9 +122,15 @@ def language_settings(
         raise ConfigError(f"PROMPTS_FILE: {exc}") from None
     _check_language("CALLER_LANGUAGE", caller_language, engine, book)
     _check_language("AGENT_LANGUAGE", agent_language, engine, book)
+    caller_languages = _caller_languages(env, engine, book, caller_language)
+    agent_languages = _agent_languages(env, engine, book)
+    if consent_notice:
+        spoken = (caller_language, *caller_languages, agent_language)
+        _check_consent_notice(book, (*spoken, *(code for _, code in agent_languages)))
     return LanguageSettings(
-        caller_languages=_caller_languages(env, engine, book, caller_language),
-        agent_languages=_agent_languages(env, engine, book),
+        caller_languages=caller_languages,
+        agent_languages=agent_languages,
         languages_file=languages_file,
         prompts_file=prompts_file,
+        consent_notice=consent_notice,
     )

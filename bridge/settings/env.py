@@ -81,6 +81,9 @@ class Settings:
     caller_languages: tuple[str, ...] = ("es",)  # what the caller may choose; the first leads
     agent_languages: tuple[tuple[str, str], ...] = ()  # (number dialled, its agent's language)
     agent_machine_detection: bool = True
+    # CONSENT_NOTICE: each party hears config/prompts.json's consent_notice, in their language,
+    # before their stream connects (docs/security.md#consent-notice).
+    consent_notice: bool = False
     languages_file: Path = DEFAULT_LANGUAGES_FILE
     prompts_file: Path = DEFAULT_PROMPTS_FILE
     # Terms engines with a glossary keep or translate a given way (bridge/settings/glossary.py).
@@ -336,6 +339,8 @@ def _engine_settings(
             lambda: val.decibels(env, "ECHO_GUARD_DB", -30.0 if translates else None, -120)
         ),
     }
+    # Read apart, so a bad value is named on its own and the languages are still checked.
+    consent = found.check(lambda: val.switch(env, "CONSENT_NOTICE", default=False))
     caller = (val.get(env, "CALLER_LANGUAGE") or "es").lower()
     agent = (val.get(env, "AGENT_LANGUAGE") or "en").lower()
     known = len(found.problems)
@@ -343,7 +348,9 @@ def _engine_settings(
         found.check(partial(check_speakable, name, code, engine))
     if len(found.problems) > known:
         return values  # the language files would only repeat it
-    langs = found.check(lambda: language_settings(env, engine, caller, agent))
+    langs = found.check(
+        lambda: language_settings(env, engine, caller, agent, consent_notice=bool(consent))
+    )
     if langs is not None:
         values |= {
             "caller_language": caller,
@@ -352,6 +359,7 @@ def _engine_settings(
             "agent_languages": langs.agent_languages,
             "languages_file": langs.languages_file,
             "prompts_file": langs.prompts_file,
+            "consent_notice": langs.consent_notice,
         }
     return values
 

@@ -4,7 +4,8 @@ The texts live in ``config/prompts.json`` (``PROMPTS_FILE``), one set per langua
 operators can reword them without touching code; the ``<Say>`` language and voice come from
 the languages table. Two prompts are templates: ``agent_whisper`` names the caller's language
 and ``menu_option`` a menu choice. Start-up checks that every configured language has every
-prompt (:meth:`PromptBook.check`), so a call never meets a missing text.
+prompt (:meth:`PromptBook.check`), so a call never meets a missing text. An optional prompt
+(``consent_notice``) is needed only while the setting that says it is on (CONSENT_NOTICE).
 """
 
 from __future__ import annotations
@@ -34,8 +35,15 @@ PromptName = Literal[
     "menu_option",
     "menu_retry",
     "menu_goodbye",
+    "consent_notice",
 ]
 PROMPT_NAMES: tuple[PromptName, ...] = get_args(PromptName)
+# Said only when a setting asks for them (consent_notice: CONSENT_NOTICE=on), so a prompts file
+# written before they existed still starts a bridge that does not say them.
+OPTIONAL_PROMPTS: frozenset[PromptName] = frozenset({"consent_notice"})
+REQUIRED_PROMPTS: tuple[PromptName, ...] = tuple(
+    n for n in PROMPT_NAMES if n not in OPTIONAL_PROMPTS
+)
 # Placeholders each template must use; every other prompt is said exactly as written.
 TEMPLATE_FIELDS: dict[str, frozenset[str]] = {
     "agent_whisper": frozenset({"caller_language"}),
@@ -72,10 +80,13 @@ class PromptBook:
         self.languages = table
         self._texts = texts
 
-    def missing(self, language: str) -> list[PromptName]:
-        """Prompts ``language`` lacks (all of them if the file has no entry for it)."""
+    def missing(
+        self, language: str, names: Iterable[PromptName] = REQUIRED_PROMPTS
+    ) -> list[PromptName]:
+        """Which of ``names`` (default: every prompt that is not optional) ``language`` lacks
+        (all of them if the file has no entry for it); a blank text counts as lacking."""
         texts = self._texts.get(language, {})
-        return [name for name in PROMPT_NAMES if not texts.get(name, "").strip()]
+        return [name for name in names if not texts.get(name, "").strip()]
 
     def check(self, languages: Iterable[str]) -> None:
         """Raise :class:`PromptFileError` naming the first language lacking a prompt."""
@@ -90,7 +101,7 @@ class PromptBook:
                 )
 
     def complete_languages(self) -> frozenset[str]:
-        """Languages of the table that have every prompt."""
+        """Languages of the table that have every prompt that is not optional."""
         return frozenset(c for c in self.languages.codes if not self.missing(c))
 
     def prompt(self, name: PromptName, language: str, /, **fields: str) -> Prompt:

@@ -27,17 +27,19 @@ def _say(parent: VoiceResponse | Gather, prompt: Prompt) -> None:
 
 
 def connect_stream(
-    stream_url: str, call_sid: str, leg: str, token: str, intro: Prompt | None
+    stream_url: str, call_sid: str, leg: str, token: str, intro: Sequence[Prompt]
 ) -> str:
-    """Say ``intro`` (if any), then connect this leg to a bidirectional Media Stream whose
-    `start` carries the call, the leg and the leg's stream ``token``.
+    """Say each prompt of ``intro`` in order, then connect this leg to a bidirectional Media
+    Stream whose `start` carries the call, the leg and the leg's stream ``token``.
 
     ``<Connect><Stream>`` (not ``<Start>``) is the bidirectional form: the only one that lets us
-    play translated audio back. It blocks the TwiML until the bridge closes the socket.
+    play translated audio back. It blocks the TwiML until the bridge closes the socket. Twilio
+    runs verbs one after another, so the party has heard every ``<Say>`` (a consent notice
+    among them) before their stream starts and anything of theirs is translated or transcribed.
     """
     response = VoiceResponse()
-    if intro is not None:
-        _say(response, intro)
+    for prompt in intro:
+        _say(response, prompt)
     connect = Connect()
     stream = connect.stream(url=stream_url)
     stream.parameter(name=PARAM_CALL, value=call_sid)

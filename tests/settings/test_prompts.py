@@ -124,6 +124,62 @@ def test_a_configured_language_lacking_a_prompt_stops_start_up(tmp_path: Path) -
         settings(PROMPTS_FILE=str(path), AGENT_LANGUAGES="+15551230000=fr")
 
 
+def test_the_consent_notice_is_needed_only_while_it_is_on(tmp_path: Path) -> None:
+    path = prompts_file(tmp_path, {"fr": {"consent_notice": None}, "de": {"consent_notice": " "}})
+    # Off (the default): a prompts file without the notice starts as before.
+    assert settings(PROMPTS_FILE=str(path), CALLER_LANGUAGES="es,fr").consent_notice is False
+    # On, and every language spoken has it: accepted.
+    assert settings(CONSENT_NOTICE="on", CALLER_LANGUAGES="es,fr").consent_notice is True
+    ok = settings(PROMPTS_FILE=str(path), CONSENT_NOTICE="on", CALLER_LANGUAGES="es,en")
+    assert ok.consent_notice is True
+
+
+@pytest.mark.parametrize(
+    ("overrides", "lacking"),
+    [
+        ({"CALLER_LANGUAGES": "es,fr"}, "'fr' has"),
+        ({"CALLER_LANGUAGE": "fr"}, "'fr' has"),
+        ({"AGENT_LANGUAGE": "de"}, "'de' has"),  # blank counts as missing
+        ({"AGENT_LANGUAGES": "+15551230000=de"}, "'de' has"),
+        ({"CALLER_LANGUAGES": "fr,es,de", "AGENT_LANGUAGES": "+15551239999=fr"}, "'fr', 'de' have"),
+    ],
+)
+def test_consent_notice_on_refuses_each_language_lacking_it_in_one_line(
+    tmp_path: Path, overrides: dict[str, str], lacking: str
+) -> None:
+    path = prompts_file(tmp_path, {"fr": {"consent_notice": None}, "de": {"consent_notice": " "}})
+    with pytest.raises(ConfigError) as info:
+        settings(PROMPTS_FILE=str(path), CONSENT_NOTICE="on", **overrides)
+    assert str(info.value) == f"CONSENT_NOTICE: on, but {lacking} no consent_notice in {path}"
+
+
+def test_a_bad_consent_notice_value_is_named_with_the_other_problems(tmp_path: Path) -> None:
+    path = prompts_file(tmp_path, {"fr": {"menu_goodbye": None}})
+    with pytest.raises(ConfigError) as info:
+        settings(PROMPTS_FILE=str(path), CONSENT_NOTICE="maybe", CALLER_LANGUAGES="es,fr")
+    assert str(info.value) == (
+        f"CONSENT_NOTICE: 'maybe' is not on or off; "
+        f"CALLER_LANGUAGES: 'fr' has no menu_goodbye in {path}"
+    )
+
+
+def test_gunicorn_refuses_a_missing_consent_notice_with_one_line(tmp_path: Path) -> None:
+    path = prompts_file(tmp_path, {"fr": {"consent_notice": None}})
+    env = {
+        "PATH": str(Path(sys.executable).parent),
+        "HOME": "/tmp",
+        **BASE,
+        "CALLER_LANGUAGES": "es,fr",
+        "CONSENT_NOTICE": "on",
+        "PROMPTS_FILE": str(path),
+    }
+    proc = run_gunicorn_once(env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"configuration error: CONSENT_NOTICE: on, but 'fr' has no consent_notice in {path}"
+    )
+
+
 @pytest.mark.parametrize(
     ("change", "words"),
     [
@@ -187,9 +243,20 @@ def reference_documents() -> dict[str, str]:
         "language-menu-retry.xml": menu.offer(2),
         "language-menu-goodbye.xml": menu.give_up(),
         "caller-connect.xml": connect_stream(
-            stream, call_sid, "caller", caller_token, prompt("connecting", "es")
+            stream, call_sid, "caller", caller_token, [prompt("connecting", "es")]
         ),
-        "agent-connect.xml": connect_stream(stream, call_sid, "agent", agent_token, whisper),
+        "agent-connect.xml": connect_stream(stream, call_sid, "agent", agent_token, [whisper]),
+        # CONSENT_NOTICE=on: the notice follows the greeting, and the whisper, in each language.
+        "caller-connect-consent.xml": connect_stream(
+            stream,
+            call_sid,
+            "caller",
+            caller_token,
+            [prompt("connecting", "es"), prompt("consent_notice", "es")],
+        ),
+        "agent-connect-consent.xml": connect_stream(
+            stream, call_sid, "agent", agent_token, [whisper, prompt("consent_notice", "en")]
+        ),
         "notice-and-hang-up.xml": say_and_hang_up(prompt("agent_unavailable", "es")),
     }
 
