@@ -25,8 +25,10 @@ from bridge.web.live import LiveCalls
 from bridge.web.sessions import installed
 from tests.call_events import agent_sid_of, call_events, wait_until
 from tests.redis_server import redis_url
-from tests.web.test_api import AUTH, TOKEN, close_app, make_app, publish, stored
+from tests.web.test_api import AUTH, TOKEN, close_app, make_app, publish
+from tests.web.test_console_auth import TOKEN as CONSOLE_TOKEN
 from tests.web.test_console_auth import csrf_of, log_in, session_cookie
+from tests.web.test_console_auth import make_app as make_console_app
 
 
 @pytest.fixture
@@ -47,11 +49,26 @@ def erasure_rows(app: Flask) -> list[dict[str, object]]:
         return [dict(r._mapping) for r in conn.execute(select(erasures))]
 
 
+# Generous: a loaded machine may take seconds to write a call; passing tests never wait it.
+SETTLE_S = 30.0
+
+
+def recorded(app: Flask, sid: str, *, ended: bool = True) -> None:
+    """Wait until both the store and the live view have the call (and its end)."""
+    store: CallStore = app.extensions["bridge.records.store"]
+    live: LiveCalls = app.extensions["bridge.web.live"]
+
+    def there() -> bool:
+        detail = store.get_call(sid)
+        done = detail is not None and (detail.summary.ended_at is not None or not ended)
+        return done and live.detail(sid) is not None
+
+    assert wait_until(there, SETTLE_S), f"{sid} never reached the store and the live view"
+
+
 def ended_call(app: Flask, sid: str) -> None:
     publish(app, call_events(sid))
-    stored(app, sid)
-    live: LiveCalls = app.extensions["bridge.web.live"]
-    assert wait_until(lambda: live.detail(sid) is not None)
+    recorded(app, sid)
 
 
 def gone_everywhere(client: FlaskClient, sid: str) -> None:
@@ -137,9 +154,7 @@ def test_a_console_session_needs_its_csrf_token_and_is_recorded(app: Flask) -> N
 
 def test_a_call_in_progress_is_refused_with_409(app: Flask, client: FlaskClient) -> None:
     publish(app, call_events("CAlive", reason=None))
-    stored(app, "CAlive", ended=False)
-    live: LiveCalls = app.extensions["bridge.web.live"]
-    assert wait_until(lambda: live.detail("CAlive") is not None)
+    recorded(app, "CAlive", ended=False)
     answer = client.delete("/api/calls/CAlive", headers=AUTH)
     assert answer.status_code == 409
     assert client.get("/api/calls/CAlive", headers=AUTH).status_code == 200
@@ -152,9 +167,8 @@ def test_a_call_open_in_the_store_and_not_followed_here_is_refused(
     """Its end not written yet (or live on another instance): its next events would write
     it again, so it is not erased until its end is recorded."""
     publish(app, call_events("CAopen", reason=None))
-    stored(app, "CAopen", ended=False)
+    recorded(app, "CAopen", ended=False)
     live: LiveCalls = app.extensions["bridge.web.live"]
-    assert wait_until(lambda: live.detail("CAopen") is not None)
     live.erase("CAopen")  # as an instance that never followed it
     assert client.delete("/api/calls/CAopen", headers=AUTH).status_code == 409
     assert erasure_rows(app) == []
@@ -171,3 +185,30 @@ def test_the_registry_drops_an_erased_calls_keys_but_keeps_its_end_claim() -> No
         assert not client.exists(call_key("CAx"), agent_key("CBx"))
         assert client.get(end_key("CAx")) == "caller_hung_up"  # refuses a replayed webhook
         assert registry.erase("CAx", None) == 0  # idempotent
+
+
+def test_with_redis_a_call_live_in_the_cluster_is_refused_and_an_ended_one_erased_there(
+    tmp_path: Path,
+) -> None:
+    with redis_url() as url:
+        app = make_console_app(tmp_path, REDIS_URL=url)
+        try:
+            assert "bridge.shared_calls" in app.extensions  # the cluster's answers
+            client = app.test_client()
+            bearer = {"Authorization": f"Bearer {CONSOLE_TOKEN}"}
+            r = redis.Redis.from_url(url, decode_responses=True)
+            ended_call(app, "CAshared")
+            # Another instance still holds it and nobody claimed its end: in progress.
+            r.hset(call_key("CAshared"), mapping={"sid": "CAshared", "home": "instance-b"})
+            r.set(agent_key(agent_sid_of("CAshared")), "CAshared")
+            assert client.delete("/api/calls/CAshared", headers=bearer).status_code == 409
+            assert erasure_rows(app) == []
+            r.set(end_key("CAshared"), "caller_hung_up")  # its end claimed: over
+            answer = client.delete("/api/calls/CAshared", headers=bearer)
+            assert answer.status_code == 200, answer.json
+            assert not r.exists(call_key("CAshared"), agent_key(agent_sid_of("CAshared")))
+            assert r.get(end_key("CAshared")) == "caller_hung_up"
+            assert client.get("/api/calls/CAshared", headers=bearer).status_code == 404
+            assert len(erasure_rows(app)) == 1
+        finally:
+            close_app(app)
