@@ -107,6 +107,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     store.try_migrate()
     # An open record older than the longest possible call was left by a process that died.
     store.start(hub, orphan_after_s=settings.max_call_s + 60)
+    if settings.retention_days is not None:
+        # Every instance runs it: the deletes are idempotent, and no instance is special.
+        store.start_retention(settings.retention_days)
     live = LiveCalls(hub, stale_after_s=settings.max_call_s + 60)
     live.start()
     app.extensions["bridge.records.store"] = store

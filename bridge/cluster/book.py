@@ -293,6 +293,11 @@ class RedisCallBook(MemoryCallBook):
         the admin API answers for the whole cluster from it (bridge/web/api_shared.py)."""
         return self._quietly(lambda: self.registry.live(sids))
 
+    def erase_shared(self, sid: str, agent_sid: str | None) -> bool:
+        """An erased call's shared state removed from Redis; False when Redis failed (then
+        it expires on its own within CALL_TTL_S: the call is over, nobody refreshes it)."""
+        return self._quietly(lambda: self.registry.erase(sid, agent_sid)) is not None
+
     def forget(self, call: Call) -> bool:
         held = super().forget(call)
         with self._lock:

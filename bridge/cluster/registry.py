@@ -225,6 +225,13 @@ class CallRegistry:
 
     # -- ends -------------------------------------------------------------------------------
 
+    def erase(self, sid: str, agent_sid: str | None) -> int:
+        """Remove an erased call's hash and agent link now rather than at their TTL. Its end
+        claim stays (until it expires): it holds only the end reason, and it is what refuses
+        a replayed webhook for the call. Returns how many keys were there."""
+        keys = [call_key(sid)] + ([agent_key(agent_sid)] if agent_sid else [])
+        return int(self.client.delete(*keys))
+
     def claim_end(self, sid: str, reason: str) -> bool:
         """True exactly once per call, cluster-wide: the caller of it runs the teardown."""
         return bool(self.client.set(end_key(sid), reason, nx=True, ex=END_CLAIM_TTL_S))

@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.calls.events import EventHub
+from bridge.records.erasure import Eraser, RetentionJob, erase_call, utcnow
 from bridge.records.tables import calls, delays_of, segment_of, segments, summary_of
 from bridge.records.views import CallDetail, CallSummary
 from bridge.records.writer import StoreWriter
@@ -94,6 +95,7 @@ class CallStore:
         self._migrate_lock = threading.Lock()  # the writer and a request may both try
         self._schema_ready = threading.Event()
         self._writer: StoreWriter | None = None
+        self._retention: RetentionJob | None = None
         self._closed = False
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -138,6 +140,24 @@ class CallStore:
         self._writer.start()
         _stores.add(self)
 
+    def start_retention(
+        self,
+        days: int,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        interval_s: float | None = None,
+    ) -> RetentionJob | None:
+        """Delete calls older than ``days`` on a periodic thread (bridge/records/erasure.py).
+        Once per store; None when already started or closed."""
+        with self._lock:
+            if self._retention is not None or self._closed:
+                return None
+            extra = {} if interval_s is None else {"interval_s": interval_s}
+            job = RetentionJob(self.engine, days, self.try_migrate, clock=clock, **extra)
+            self._retention = job
+        job.start()
+        return job
+
     def close(self, timeout: float = 10.0) -> None:
         """Write everything queued, close calls still open as ``shutdown``, stop. Idempotent."""
         with self._lock:
@@ -145,7 +165,13 @@ class CallStore:
                 return
             self._closed = True
             writer = self._writer
+            retention = self._retention
         _stores.discard(self)
+        if retention is not None and not retention.stop(timeout):
+            log.warning("call store: retention pass still running after %.1f s", timeout)
+            if writer is not None:
+                writer.stop(timeout)
+            return  # it still uses the engine: do not pull the pool from under it
         if writer is not None and not writer.stop(timeout):
             log.warning("call store: writer still busy after %.1f s; left running", timeout)
             return  # it still uses the engine: do not pull the pool from under it
@@ -237,6 +263,19 @@ class CallStore:
             return CallDetail(summary_of(row), tuple(segment_of(s) for s in segs), delays_of(row))
 
         return self._read(read)
+
+    # -- erasing ----------------------------------------------------------------------------
+
+    def erase(self, sid: str, who: Eraser, at: datetime | None = None) -> str | None:
+        """Erase the call of ``sid`` (caller's or agent's CallSid) and its transcript, and
+        record who did it. The caller's CallSid erased, or None when none is stored."""
+        if not self._schema_ready.is_set() and not self.try_migrate():
+            raise StoreUnavailable("the call store is not reachable yet")
+        try:
+            return erase_call(self.engine, sid, who, at or utcnow())
+        except SQLAlchemyError as exc:
+            log.warning("call store: erasure failed: %s", exc)
+            raise StoreUnavailable("the call store could not be written") from exc
 
     def _read(self, query: Callable[[Connection], T]) -> T:
         if not self._schema_ready.is_set() and not self.try_migrate():

@@ -91,6 +91,18 @@ segments = Table(
     UniqueConstraint("call_id", "direction", "seq", name="uq_segments_call_direction_seq"),
 )
 
+# Who erased which call when (bridge/records/erasure.py); never the call's content.
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("call_sid", String(64), nullable=False, index=True),
+    Column("erased_at", UtcDateTime, nullable=False),
+    Column("auth_method", String(16), nullable=False),
+    Column("client_address", String(64), nullable=False),
+    Column("session_id", String(64), nullable=True),
+)
+
 DELAY_COLUMN: dict[Direction, str] = {
     "caller_to_agent": "delay_caller_to_agent_ms",
     "agent_to_caller": "delay_agent_to_caller_ms",

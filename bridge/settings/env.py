@@ -35,6 +35,8 @@ _T = TypeVar("_T")
 EngineConfigReader = Callable[[str, Mapping[str, str]], Any]
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
+DEFAULT_RETENTION_DAYS = 30
+MAX_RETENTION_DAYS = 36_500
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,10 @@ class Settings:
     # the URL may carry a database password, and the token is a secret.
     database_url: str = field(default=services.DEFAULT_DATABASE_URL, repr=False)
     admin_token: str | None = field(default=None, repr=False)
+    # RETENTION_DAYS: calls (and their transcripts) older than this are deleted; None keeps
+    # them (RETENTION_DAYS=0 or off). Thirty: a month covers a billing cycle's disputes and a
+    # supervisor's review, and what callers said is not kept longer than that needs.
+    retention_days: int | None = DEFAULT_RETENTION_DAYS
     # METRICS_TOKEN: when set, /metrics wants ``Authorization: Bearer <it>``; else it is open.
     metrics_token: str | None = field(default=None, repr=False)
     # Several instances: shared call state and cross-instance audio (docs/scaling.md). None
@@ -251,6 +257,15 @@ def _log_level(env: Mapping[str, str]) -> str:
     return level
 
 
+def _retention_days(env: Mapping[str, str]) -> int | None:
+    """RETENTION_DAYS: a whole number of days; 0 or ``off`` keeps calls for ever."""
+    raw = val.get(env, "RETENTION_DAYS")
+    if raw is not None and raw.lower() == "off":
+        return None
+    days = val.whole_number(env, "RETENTION_DAYS", DEFAULT_RETENTION_DAYS, 0, MAX_RETENTION_DAYS)
+    return days or None
+
+
 def _workers(env: Mapping[str, str]) -> int:
     """BRIDGE_WORKERS, else WEB_CONCURRENCY (what platforms set), else 1."""
     name = "BRIDGE_WORKERS" if val.get(env, "BRIDGE_WORKERS") else "WEB_CONCURRENCY"
@@ -295,6 +310,7 @@ def _parse(env: Mapping[str, str], engine_config: EngineConfigReader | None) -> 
         "glossary_file": lambda: _glossary_file(env),
         "database_url": lambda: services.database_url(env),
         "admin_token": lambda: services.token(env, "ADMIN_TOKEN"),
+        "retention_days": lambda: _retention_days(env),
         "metrics_token": lambda: services.token(env, "METRICS_TOKEN"),
         "redis_url": lambda: services.redis_url(env),
         # A call holds two request threads for its whole length, plus a few for webhooks.

@@ -14,6 +14,9 @@ Routes (see the README's "API" section for the JSON):
 * ``GET /api/calls/<sid>``: one call with its transcript, by the caller's or agent's CallSid.
 * ``GET /api/calls/<sid>/transcript.txt`` and ``.vtt``: the transcript to download.
 * ``GET /api/calls/<sid>/events``: server-sent events of a live call (bridge/web/events_stream.py).
+* ``DELETE /api/calls/<sid>``: erase one call everywhere it is kept (the store, the live view,
+  Redis) and record who did it (bridge/records/erasure.py); a call in progress is refused
+  with 409: it would be written again by its own events; end it first.
 """
 
 from __future__ import annotations
@@ -24,14 +27,21 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
 
+from bridge.records.erasure import Eraser, utcnow
 from bridge.records.store import MAX_PAGE, BadCursor, CallStore, StoreUnavailable
 from bridge.records.views import CallDetail, CallSummary, transcript_text, transcript_vtt
 from bridge.settings.env import Settings
-from bridge.web.api_shared import SharedCalls, find_shared, follow_shared, in_progress_shared
+from bridge.web.api_shared import (
+    ErasesSharedCalls,
+    SharedCalls,
+    find_shared,
+    follow_shared,
+    in_progress_shared,
+)
 from bridge.web.auth import STATE_CHANGING, bearer, bearer_matches, same_origin
 from bridge.web.events_stream import StreamSlots, event_stream
 from bridge.web.live import LiveCalls
@@ -100,11 +110,13 @@ def _authorise() -> Response | tuple[Response, int] | None:
         return _error(503, "the API is disabled until ADMIN_TOKEN is set")
     if bearer(request.headers.get("Authorization")):
         if bearer_matches(request.headers.get("Authorization"), expected):
+            g.eraser = Eraser("bearer", request.remote_addr or "")
             return None
     else:
         found = installed(current_app.extensions)
         session = None if found is None else found.verify(request.cookies.get(COOKIE))
         if found is not None and session is not None:
+            g.eraser = Eraser("console", request.remote_addr or "", session.sid)
             if request.method not in STATE_CHANGING:
                 return None
             hosts = {request.host, settings.public_host}
@@ -349,3 +361,40 @@ def call_events(sid: str) -> Response:
         config=current_app.config,
         environ=request.environ,
     )
+
+
+@bp.delete("/calls/<sid>")
+def erase_call(sid: str) -> Response:
+    """Erase one call (by either leg's CallSid): its record and transcript from the store,
+    the live view and Redis; the erasure is recorded (who, when), the content is not."""
+    if not _SID.match(sid):
+        raise ApiError(404, "no such call")
+    live = _live()
+    seen = live.detail(sid)
+    if seen is not None and seen.summary.ended_at is None:
+        raise ApiError(409, "the call is in progress: end it first, then erase it")
+    store = _store()
+    stored = store.get_call(sid)
+    known = stored or seen
+    if known is None:
+        raise ApiError(404, "no such call")
+    caller_sid, agent_sid = known.summary.call_sid, known.summary.agent_sid
+    shared = _shared()
+    if shared is not None:
+        in_progress = shared.live_calls([caller_sid])
+        if in_progress is None:
+            raise ApiError(503, "cannot tell whether the call is in progress: Redis unreachable")
+        if caller_sid in in_progress:
+            raise ApiError(409, "the call is in progress: end it first, then erase it")
+    if stored is None or stored.summary.ended_at is None:
+        # Live elsewhere, or just ended and its end not written yet: the store's writer would
+        # write the events still coming as a new record of the call.
+        raise ApiError(409, "the call's end is not recorded yet: erase it once it is")
+    eraser: Eraser = g.eraser
+    at = utcnow()
+    store.erase(caller_sid, eraser, at)
+    live.erase(caller_sid)
+    if isinstance(shared, ErasesSharedCalls) and not shared.erase_shared(caller_sid, agent_sid):
+        log.warning("call=%s erased; its Redis keys are left to expire", caller_sid)
+    log.info("call=%s erased by %s from %s", caller_sid, eraser.auth_method, eraser.client_address)
+    return _json({"erased": caller_sid, "erased_at": at.isoformat()})

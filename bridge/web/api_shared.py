@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from bridge.records.store import CallStore, StoreUnavailable
 from bridge.records.views import DIRECTIONS, CallDetail, CallSummary
@@ -38,6 +38,14 @@ class SharedCalls(Protocol):
     def live_calls(self, sids: Sequence[str]) -> set[str] | None:
         """Which of these calls (callers' CallSids) are in progress on any instance; None
         when that cannot be known right now."""
+
+
+@runtime_checkable
+class ErasesSharedCalls(Protocol):
+    """Shared call state that can drop an erased call's keys (bridge/cluster/book.py)."""
+
+    def erase_shared(self, sid: str, agent_sid: str | None) -> bool:
+        """Remove the call's shared state; False when that failed (it expires anyway)."""
 
 
 def _marked(detail: CallDetail, active: bool) -> CallDetail:

@@ -167,6 +167,15 @@ class LiveCalls:
             call = self._calls.get(self._agent_legs.get(sid, sid))
             return None if call is None else call.detail()
 
+    def erase(self, sid: str) -> bool:
+        """Forget a call (by either leg's CallSid) at once, as its erasure asks; True if it
+        was here. Its watchers keep only what they were sent already."""
+        with self._lock:
+            caller_sid = self._agent_legs.get(sid, sid)
+            found = caller_sid in self._calls
+            self._forget(caller_sid)
+            return found
+
     def watch(self, sid: str) -> Watch | None:
         """Follow a call from now on: a snapshot and every later event. None if unknown."""
         with self._lock:

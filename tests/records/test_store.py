@@ -35,7 +35,9 @@ PG_SKIP = "TEST_DATABASE_URL is not set: no PostgreSQL server to test against (.
 def _reset_postgres(url: str) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("DROP TABLE IF EXISTS segments, calls, alembic_version CASCADE"))
+        conn.execute(
+            text("DROP TABLE IF EXISTS erasures, segments, calls, alembic_version CASCADE")
+        )
     engine.dispose()
 
 
@@ -86,9 +88,9 @@ def test_migrates_an_empty_database_and_matches_the_tables(db_url: str) -> None:
         s.migrate()
         s.migrate()  # a second start finds it at head: nothing to do
         names = set(inspect(s.engine).get_table_names())
-        assert {"calls", "segments", "alembic_version"} <= names
+        assert {"calls", "segments", "erasures", "alembic_version"} <= names
         with s.engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
             # The migration and the tables the queries use describe the same schema.
             diff = compare_metadata(MigrationContext.configure(conn), metadata)
         assert diff == []

@@ -213,7 +213,7 @@ def test_a_session_signed_with_another_token_is_refused() -> None:
 
 
 def test_state_changing_api_requests_with_the_cookie_need_the_csrf_token(app: Flask) -> None:
-    """No API route changes state yet; the check is in the API's authorisation, ready."""
+    """The check is in the API's authorisation, for every state-changing route (DELETE)."""
     client = app.test_client()
     log_in(client)
     cookie, csrf = session_cookie(client), csrf_of(client)
