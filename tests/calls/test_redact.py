@@ -7,10 +7,14 @@ import time
 
 import pytest
 
+from bridge.calls.call import Call
+from bridge.calls.events import CallEvent, SegmentClosed, TextFragment
 from bridge.calls.redact import MAX_HELD_CHARS, FragmentRedactor, Redactor
 from bridge.calls.transcript import SEGMENT_GAP_MS, DirectionTranscript
+from bridge.ops.metrics import Metrics
 from bridge.settings.env import REDACT_KINDS, redact_kinds
 from bridge.settings.values import ConfigError
+from tests.call_events import wait_until
 
 ALL = Redactor()
 CARD = "4111 1111 1111 1111"  # Visa's test number: Luhn-valid
@@ -126,3 +130,49 @@ def test_with_redaction_off_the_transcript_keeps_numbers() -> None:
     t.add("source", f"card {CARD}", 0)
     closed = t.flush()
     assert closed is not None and closed.source_text == f"card {CARD}"
+
+
+def published_call(published: list[CallEvent]) -> Call:
+    return Call(
+        caller_sid="CA1",
+        caller_number="+34911222333",
+        dialled_number="+15550002222",
+        caller_language="es",
+        agent_language="en",
+        metrics=Metrics(),
+        publish=published.append,
+    )
+
+
+def shown(published: list[CallEvent]) -> str:
+    return "".join(e.text for e in list(published) if isinstance(e, TextFragment))
+
+
+def test_a_call_publishes_held_numbers_masked_after_a_pause() -> None:
+    published: list[CallEvent] = []
+    call = published_call(published)
+    call.add_text("agent_to_caller", "translation", "Su tarjeta 4111 1111")
+    call.add_text("agent_to_caller", "translation", " 1111 1111")
+    assert shown(published) == "Su tarjeta "
+
+    def released() -> bool:
+        call.tick()  # what the watchdog does, about once a second
+        return shown(published) == "Su tarjeta [card]"
+
+    assert wait_until(released, timeout=10), published
+    assert call.transcript_text("agent_to_caller", "translation") == "Su tarjeta [card]"
+    assert not any("1111" in repr(e) for e in published)
+
+
+def test_a_call_shows_what_is_held_when_it_ends() -> None:
+    published: list[CallEvent] = []
+    call = published_call(published)
+    call.add_text("caller_to_agent", "source", "cuatro uno uno uno uno uno uno uno")
+    call.add_text("caller_to_agent", "source", " uno uno uno uno uno uno uno uno")
+    assert shown(published) == ""
+    call.flush_transcript()
+    assert shown(published) == "[card]"
+    [segment] = [e for e in published if isinstance(e, SegmentClosed)]
+    assert segment.source_text == "[card]"
+    call.flush_transcript()  # idempotent: nothing more
+    assert shown(published) == "[card]"
