@@ -66,8 +66,9 @@ _RUN = re.compile(rf"\+?{_TOKEN}(?:{_SEP}*{_TOKEN})*", re.IGNORECASE)
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]){11,30}\b", re.IGNORECASE)
 _SPANISH_ID = re.compile(r"\b[XYZ]?\d{7,8}[ \-]?[A-Z]\b", re.IGNORECASE)
 # What a live fragment holds back: a trailing run of number tokens and separators, and a last
-# word that may be cut in two ("fo" + "ur").
-_TAIL = re.compile(rf"(?:{_TOKEN}{_SEP}*)*[^\W\d_]*\Z", re.IGNORECASE)
+# word that may be a digit word cut in two ("fo" + "ur"). Any other last word is shown at once.
+_PREFIXES = "|".join(sorted({w[:i] for w in _WORD_DIGITS for i in range(1, len(w))}))
+_TAIL = re.compile(rf"(?:{_TOKEN}{_SEP}*)*(?:\b(?:{_PREFIXES}))?\Z", re.IGNORECASE)
 _SSN_SHAPE = re.compile(r"\d{3}[ -]\d{2}[ -]\d{4}\Z")
 CARD_DIGITS = range(13, 20)
 PHONE_MIN_DIGITS = 7

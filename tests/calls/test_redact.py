@@ -98,6 +98,15 @@ def test_spoken_digits_split_mid_word_are_held_until_they_end() -> None:
     assert not any("uno" in s for s in shown)
 
 
+def test_words_that_cannot_start_a_number_are_shown_at_once() -> None:
+    live = FragmentRedactor(ALL)
+    assert live.push("Hello", 0) == "Hello"
+    assert live.push(" good morning", 1) == " good morning"
+    assert live.push(", my card is fo", 2) == ", my card is "  # "fo" may become "four"
+    assert live.push("ur", 3) == ""
+    assert live.push(" dogs", 4) == "four dogs"
+
+
 def test_held_text_is_bounded_and_released_masked() -> None:
     live = FragmentRedactor(ALL)
     assert live.push("one " * 10, 0) == ""
