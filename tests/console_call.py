@@ -4,7 +4,8 @@
 delays are measured as in every call test) whose transcript deltas are a short customer
 service exchange instead of "hello hello hello": one word of what was said and one of its
 translation per 200 ms speech frame, with a pause between utterances long enough to close
-each one's segment, until the script runs out.
+each one's segment, until the script runs out. Any dialogue can be given instead, and an
+utterance given as a tuple is sent as exactly those fragments (a number split in two, say).
 """
 
 from __future__ import annotations
@@ -19,9 +20,13 @@ from tests.fakes.openai_translate import ToneTranslator
 # Speech frames without words between utterances: 1.8 s between fragments, past the bridge's
 # 1.5 s segment gap (bridge/calls/transcript.py).
 PAUSE_FRAMES = 8
+# What was said or its translation: a string goes out a word per frame; a tuple, as those
+# fragments (one per frame, spacing as given).
+Text = str | tuple[str, ...]
+Dialogue = dict[str, tuple[tuple[Text, Text], ...]]
 # Keyed by the session's output language: each utterance as (what was said, its translation).
 # Short enough to fit the speech fixtures (38 speech frames for the caller, 30 for the agent).
-DIALOGUE: dict[str, tuple[tuple[str, str], ...]] = {
+DIALOGUE: Dialogue = {
     "en": (  # the Spanish-speaking caller, translated for the English-speaking agent
         ("Hola, buenos días.", "Hello, good morning."),
         (
@@ -40,17 +45,22 @@ DIALOGUE: dict[str, tuple[tuple[str, str], ...]] = {
 Frame = tuple[str | None, str | None]  # the words said and translated in one speech frame
 
 
-def schedule(utterances: tuple[tuple[str, str], ...]) -> list[Frame]:
+def fragments(text: Text) -> list[str]:
+    return list(text) if isinstance(text, tuple) else [word + " " for word in text.split()]
+
+
+def schedule(utterances: tuple[tuple[Text, Text], ...]) -> list[Frame]:
     frames: list[Frame] = []
     for said, translated in utterances:
-        frames += itertools.zip_longest(said.split(), translated.split())
+        frames += itertools.zip_longest(fragments(said), fragments(translated))
         frames += [(None, None)] * PAUSE_FRAMES
     return frames
 
 
 class DialogueTranslator(ToneTranslator):
-    def __init__(self) -> None:
+    def __init__(self, dialogue: Dialogue | None = None) -> None:
         super().__init__()
+        self._dialogue = DIALOGUE if dialogue is None else dialogue
         self._lock = threading.Lock()
         self._frames_seen: dict[int, int] = {}  # per session: speech frames so far
 
@@ -61,7 +71,7 @@ class DialogueTranslator(ToneTranslator):
         with self._lock:
             n = self._frames_seen.get(id(session), 0)
             self._frames_seen[id(session)] = n + 1
-        frames = schedule(DIALOGUE.get(session.output_language or "", ()))
+        frames = schedule(self._dialogue.get(session.output_language or "", ()))
         said, translated = frames[n] if n < len(frames) else (None, None)
         if translated is not None:
             self._say(session, "session.output_transcript.delta", translated, elapsed_ms)
@@ -69,5 +79,5 @@ class DialogueTranslator(ToneTranslator):
         if said is not None and session.transcription_model is not None:
             self._say(session, "session.input_transcript.delta", said, elapsed_ms)
 
-    def _say(self, session: FakeSession, event_type: str, word: str, elapsed_ms: int) -> None:
-        session.send(wire.transcript_delta(event_type, word + " ", elapsed_ms), self.delay_s)
+    def _say(self, session: FakeSession, event_type: str, text: str, elapsed_ms: int) -> None:
+        session.send(wire.transcript_delta(event_type, text, elapsed_ms), self.delay_s)

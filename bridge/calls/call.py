@@ -16,6 +16,7 @@ from bridge.audio.mixer import rms
 from bridge.audio.pcm import Pcm16
 from bridge.calls.events import CallEvent, DelayMeasured, TextFragment
 from bridge.calls.leg import CallLeg, LegConfig, Role
+from bridge.calls.redact import Redactor
 from bridge.calls.transcript import DirectionTranscript
 from bridge.engines.contract import Direction, TextKind, TranslationSession
 from bridge.ops.logs import call_logger, log_transcript
@@ -77,6 +78,7 @@ class Call:
         leg_config: LegConfig | None = None,
         publish: Callable[[CallEvent], None] | None = None,
         leg_factory: Callable[[Role], CallLeg] | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.sid = caller_sid
         self.caller_number = caller_number
@@ -106,7 +108,7 @@ class Call:
         self._metrics = metrics
         self._publish = publish or (lambda event: None)
         self._segments: dict[Direction, DirectionTranscript] = {
-            d: DirectionTranscript(caller_sid, d) for d in LISTENER_OF
+            d: DirectionTranscript(caller_sid, d, redactor) for d in LISTENER_OF
         }
         # Delay measurement: when each speaker last started talking after a pause, until the
         # listener hears the first translated audio after it.
@@ -159,18 +161,34 @@ class Call:
         return int(1000 * (time.monotonic() - self.started_at))
 
     def add_text(self, direction: Direction, kind: TextKind, text: str) -> None:
+        """A fragment from the engine. Only its masked form goes anywhere (REDACT): the
+        transcript segment masks its whole text on closing, and the live part shown now holds
+        back a number that the next fragment may continue."""
         offset_ms = self.offset_ms()
-        self.transcript.append(TranscriptFragment(direction, kind, text, offset_ms))
-        log_transcript(self.sid, direction, kind, text, offset_ms)
         with self.lock:
             closed = self._segments[direction].add(kind, text, offset_ms)
+            shown = self._segments[direction].live(kind, text, offset_ms)
         if closed is not None:
             self._publish(closed)
+        if shown:
+            self._show(direction, kind, shown, offset_ms)
+
+    def _show(self, direction: Direction, kind: TextKind, text: str, offset_ms: int) -> None:
+        self.transcript.append(TranscriptFragment(direction, kind, text, offset_ms))
+        log_transcript(self.sid, direction, kind, text, offset_ms)
         self._publish(TextFragment(self.sid, direction, kind, text, offset_ms))
+
+    def _release_held(self, now_ms: int | None) -> None:
+        with self.lock:
+            held = [(d, k, t) for d, s in self._segments.items() for k, t in s.release_held(now_ms)]
+        offset_ms = self.offset_ms()
+        for direction, kind, text in held:
+            self._show(direction, kind, text, offset_ms)
 
     def tick(self) -> None:
         """Close segments whose pause has lasted long enough (the watchdog calls this)."""
         now_ms = self.offset_ms()
+        self._release_held(now_ms)
         with self.lock:
             closed = [s.tick(now_ms) for s in self._segments.values()]
         for segment in closed:
@@ -178,7 +196,8 @@ class Call:
                 self._publish(segment)
 
     def flush_transcript(self) -> None:
-        """The call is over: close the segments still open."""
+        """The call is over: show the held live text and close the segments still open."""
+        self._release_held(None)
         with self.lock:
             closed = [s.flush() for s in self._segments.values()]
         for segment in closed:

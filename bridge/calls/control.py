@@ -25,6 +25,7 @@ from bridge.calls.call import DIRECTION_OF_SPEAKER, LISTENER_OF, Call, EndReason
 from bridge.calls.events import AgentDialled, CallStarted, EventHub
 from bridge.calls.leg import LegConfig, Role
 from bridge.calls.lifetime import Lifetime
+from bridge.calls.redact import Redactor
 from bridge.calls.sessions import open_session, open_sessions
 from bridge.calls.status import StatusCallbacks
 from bridge.calls.teardown import Teardowns, quietly
@@ -206,6 +207,7 @@ class CallControl:
             leg_config=config,
             publish=self.hub.publish,
             leg_factory=self.book.leg_factory(caller_sid, config, self._metrics),
+            redactor=Redactor(self._settings.redact),
         )
 
     def _admitted(self, call: Call) -> bool:

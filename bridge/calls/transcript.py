@@ -5,6 +5,10 @@ turns. A segment closes after a pause (no fragment for SEGMENT_GAP_MS), at the e
 sentence once it has some length, or when it grows too long; the call's end closes the last.
 Each segment carries the delay measured for it: from the speaker's speech onset to the first
 translated audio the listener heard (Twilio ``mark`` echoes).
+
+Numbers are masked here, before anything leaves (bridge/calls/redact.py): a closed segment's
+whole text, and the live fragments, which hold back a trailing number until the next fragment
+shows it ended, or a pause (SEGMENT_GAP_MS) or the call's end releases it.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bridge.calls.events import SegmentClosed
+from bridge.calls.redact import FragmentRedactor, Redactor
 from bridge.engines.contract import Direction, TextKind
 
 SEGMENT_GAP_MS = 1500
@@ -35,9 +40,16 @@ class _Open:
 class DirectionTranscript:
     """Not thread-safe: the call serialises access (its lock)."""
 
-    def __init__(self, call_sid: str, direction: Direction) -> None:
+    def __init__(
+        self, call_sid: str, direction: Direction, redactor: Redactor | None = None
+    ) -> None:
         self._call_sid = call_sid
         self._direction = direction
+        self._redactor = redactor or Redactor()
+        self._live: dict[TextKind, FragmentRedactor] = {
+            "source": FragmentRedactor(self._redactor),
+            "translation": FragmentRedactor(self._redactor),
+        }
         self._seq = 0
         self._open: _Open | None = None
         self._pending_delay: int | None = None
@@ -59,6 +71,19 @@ class DirectionTranscript:
         if closed is None and self._ends_here(seg, kind, text):
             closed = self._close()
         return closed
+
+    def live(self, kind: TextKind, text: str, offset_ms: int) -> str:
+        """What of this fragment the live view may show now, masked ("" while held back)."""
+        return self._live[kind].push(text, offset_ms)
+
+    def release_held(self, now_ms: int | None = None) -> list[tuple[TextKind, str]]:
+        """Held live text whose pause has lasted SEGMENT_GAP_MS (all of it when ``now_ms`` is
+        None: the call is ending), masked."""
+        released: list[tuple[TextKind, str]] = []
+        for kind, stream in self._live.items():
+            if stream.held and (now_ms is None or now_ms - stream.last_ms >= SEGMENT_GAP_MS):
+                released.append((kind, stream.flush()))
+        return released
 
     def note_delay(self, delay_ms: int) -> None:
         """The delay measured for the utterance being translated now (first one wins)."""
@@ -94,8 +119,8 @@ class DirectionTranscript:
             call_sid=self._call_sid,
             direction=self._direction,
             seq=self._seq,
-            source_text="".join(seg.source).strip(),
-            translated_text="".join(seg.translated).strip(),
+            source_text=self._redactor.redact("".join(seg.source).strip()),
+            translated_text=self._redactor.redact("".join(seg.translated).strip()),
             start_ms=seg.start_ms,
             end_ms=seg.last_ms,
             delay_ms=seg.delay_ms,

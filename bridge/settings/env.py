@@ -39,6 +39,22 @@ DEFAULT_RETENTION_DAYS = 30
 MAX_RETENTION_DAYS = 36_500
 
 
+REDACT_KINDS = ("card", "iban", "national_id", "phone")
+
+
+def redact_kinds(raw: str | None) -> frozenset[str]:
+    """REDACT: unset, "on" or "all" → every kind; "off" → none; else a comma list of kinds."""
+    text = (raw or "all").strip().lower()
+    if text in ("off", "none"):
+        return frozenset()
+    if text in ("on", "all"):
+        return frozenset(REDACT_KINDS)
+    kinds = frozenset(k.strip() for k in text.split(",") if k.strip())
+    if not kinds or kinds - set(REDACT_KINDS):
+        raise val.ConfigError(f"REDACT: {raw!r} is not off, all or a list of {REDACT_KINDS}")
+    return kinds
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the bridge is configured with. Immutable; build with :meth:`from_env`."""
@@ -68,6 +84,8 @@ class Settings:
     log_format: str = "text"
     # LOG_SPEECH: for debugging only, logs what people said (transcripts, menu answers).
     log_speech: bool = False
+    # REDACT: the kinds of number masked in transcripts (bridge/calls/redact.py); empty = off.
+    redact: frozenset[str] = frozenset(REDACT_KINDS)
     session_max_s: int = 3300
     max_concurrent_calls: int = 50
     max_call_s: int = 14400
@@ -296,6 +314,7 @@ def _parse(env: Mapping[str, str], engine_config: EngineConfigReader | None) -> 
         "log_level": lambda: _log_level(env),
         "log_format": lambda: val.choice(env, "LOG_FORMAT", ("text", "json")),
         "log_speech": lambda: val.switch(env, "LOG_SPEECH", default=False),
+        "redact": lambda: redact_kinds(val.get(env, "REDACT")),
         "session_max_s": lambda: val.whole_number(env, "SESSION_MAX_SECONDS", 3300, 3, 86_400),
         "max_concurrent_calls": lambda: val.whole_number(
             env, "MAX_CONCURRENT_CALLS", 50, 1, 10_000

@@ -185,6 +185,7 @@ def test_the_registry_drops_an_erased_calls_keys_but_keeps_its_end_claim() -> No
         assert not client.exists(call_key("CAx"), agent_key("CBx"))
         assert client.get(end_key("CAx")) == "caller_hung_up"  # refuses a replayed webhook
         assert registry.erase("CAx", None) == 0  # idempotent
+        client.delete(end_key("CAx"))  # this Redis may be shared with the cluster tests
 
 
 def test_with_redis_a_call_live_in_the_cluster_is_refused_and_an_ended_one_erased_there(
@@ -199,11 +200,14 @@ def test_with_redis_a_call_live_in_the_cluster_is_refused_and_an_ended_one_erase
             r = redis.Redis.from_url(url, decode_responses=True)
             ended_call(app, "CAshared")
             # Another instance still holds it and nobody claimed its end: in progress.
+            # Every key with a TTL, as the bridge writes them: this Redis may be shared with
+            # the cluster tests, which check that no key lives forever.
             r.hset(call_key("CAshared"), mapping={"sid": "CAshared", "home": "instance-b"})
-            r.set(agent_key(agent_sid_of("CAshared")), "CAshared")
+            r.expire(call_key("CAshared"), 600)
+            r.set(agent_key(agent_sid_of("CAshared")), "CAshared", ex=600)
             assert client.delete("/api/calls/CAshared", headers=bearer).status_code == 409
             assert erasure_rows(app) == []
-            r.set(end_key("CAshared"), "caller_hung_up")  # its end claimed: over
+            r.set(end_key("CAshared"), "caller_hung_up", ex=600)  # its end claimed: over
             answer = client.delete("/api/calls/CAshared", headers=bearer)
             assert answer.status_code == 200, answer.json
             assert not r.exists(call_key("CAshared"), agent_key(agent_sid_of("CAshared")))
@@ -211,4 +215,7 @@ def test_with_redis_a_call_live_in_the_cluster_is_refused_and_an_ended_one_erase
             assert client.get("/api/calls/CAshared", headers=bearer).status_code == 404
             assert len(erasure_rows(app)) == 1
         finally:
+            redis.Redis.from_url(url).delete(
+                call_key("CAshared"), agent_key(agent_sid_of("CAshared")), end_key("CAshared")
+            )
             close_app(app)
