@@ -26,7 +26,7 @@ from stdnum import iban, luhn
 from stdnum.es import dni, nie
 from stdnum.us import ssn
 
-from bridge.settings.env import REDACT_KINDS
+from bridge.settings.privacy import REDACT_KINDS
 
 DEFAULT_KINDS = frozenset(REDACT_KINDS)
 

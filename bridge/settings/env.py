@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from bridge.settings import engine_choice as engines
-from bridge.settings import services
+from bridge.settings import privacy, services
 from bridge.settings import values as val
 from bridge.settings.call_languages import check_speakable, language_settings
 from bridge.settings.engine_choice import OPENAI_TRANSLATE_LANGUAGES as OPENAI_OUTPUT_LANGUAGES
@@ -35,24 +35,6 @@ _T = TypeVar("_T")
 EngineConfigReader = Callable[[str, Mapping[str, str]], Any]
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
-DEFAULT_RETENTION_DAYS = 30
-MAX_RETENTION_DAYS = 36_500
-
-
-REDACT_KINDS = ("card", "iban", "national_id", "phone")
-
-
-def redact_kinds(raw: str | None) -> frozenset[str]:
-    """REDACT: unset, "on" or "all" → every kind; "off" → none; else a comma list of kinds."""
-    text = (raw or "all").strip().lower()
-    if text in ("off", "none"):
-        return frozenset()
-    if text in ("on", "all"):
-        return frozenset(REDACT_KINDS)
-    kinds = frozenset(k.strip() for k in text.split(",") if k.strip())
-    if not kinds or kinds - set(REDACT_KINDS):
-        raise val.ConfigError(f"REDACT: {raw!r} is not off, all or a list of {REDACT_KINDS}")
-    return kinds
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +67,7 @@ class Settings:
     # LOG_SPEECH: for debugging only, logs what people said (transcripts, menu answers).
     log_speech: bool = False
     # REDACT: the kinds of number masked in transcripts (bridge/calls/redact.py); empty = off.
-    redact: frozenset[str] = frozenset(REDACT_KINDS)
+    redact: frozenset[str] = frozenset(privacy.REDACT_KINDS)
     session_max_s: int = 3300
     max_concurrent_calls: int = 50
     max_call_s: int = 14400
@@ -115,7 +97,7 @@ class Settings:
     # RETENTION_DAYS: calls (and their transcripts) older than this are deleted; None keeps
     # them (RETENTION_DAYS=0 or off). Thirty: a month covers a billing cycle's disputes and a
     # supervisor's review, and what callers said is not kept longer than that needs.
-    retention_days: int | None = DEFAULT_RETENTION_DAYS
+    retention_days: int | None = privacy.DEFAULT_RETENTION_DAYS
     # METRICS_TOKEN: when set, /metrics wants ``Authorization: Bearer <it>``; else it is open.
     metrics_token: str | None = field(default=None, repr=False)
     # Several instances: shared call state and cross-instance audio (docs/scaling.md). None
@@ -275,15 +257,6 @@ def _log_level(env: Mapping[str, str]) -> str:
     return level
 
 
-def _retention_days(env: Mapping[str, str]) -> int | None:
-    """RETENTION_DAYS: a whole number of days; 0 or ``off`` keeps calls for ever."""
-    raw = val.get(env, "RETENTION_DAYS")
-    if raw is not None and raw.lower() == "off":
-        return None
-    days = val.whole_number(env, "RETENTION_DAYS", DEFAULT_RETENTION_DAYS, 0, MAX_RETENTION_DAYS)
-    return days or None
-
-
 def _workers(env: Mapping[str, str]) -> int:
     """BRIDGE_WORKERS, else WEB_CONCURRENCY (what platforms set), else 1."""
     name = "BRIDGE_WORKERS" if val.get(env, "BRIDGE_WORKERS") else "WEB_CONCURRENCY"
@@ -314,7 +287,7 @@ def _parse(env: Mapping[str, str], engine_config: EngineConfigReader | None) -> 
         "log_level": lambda: _log_level(env),
         "log_format": lambda: val.choice(env, "LOG_FORMAT", ("text", "json")),
         "log_speech": lambda: val.switch(env, "LOG_SPEECH", default=False),
-        "redact": lambda: redact_kinds(val.get(env, "REDACT")),
+        "redact": lambda: privacy.redact_kinds(val.get(env, "REDACT")),
         "session_max_s": lambda: val.whole_number(env, "SESSION_MAX_SECONDS", 3300, 3, 86_400),
         "max_concurrent_calls": lambda: val.whole_number(
             env, "MAX_CONCURRENT_CALLS", 50, 1, 10_000
@@ -329,7 +302,7 @@ def _parse(env: Mapping[str, str], engine_config: EngineConfigReader | None) -> 
         "glossary_file": lambda: _glossary_file(env),
         "database_url": lambda: services.database_url(env),
         "admin_token": lambda: services.token(env, "ADMIN_TOKEN"),
-        "retention_days": lambda: _retention_days(env),
+        "retention_days": lambda: privacy.retention_days(env),
         "metrics_token": lambda: services.token(env, "METRICS_TOKEN"),
         "redis_url": lambda: services.redis_url(env),
         # A call holds two request threads for its whole length, plus a few for webhooks.

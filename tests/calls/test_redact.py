@@ -12,7 +12,7 @@ from bridge.calls.events import CallEvent, SegmentClosed, TextFragment
 from bridge.calls.redact import MAX_HELD_CHARS, FragmentRedactor, Redactor
 from bridge.calls.transcript import SEGMENT_GAP_MS, DirectionTranscript
 from bridge.ops.metrics import Metrics
-from bridge.settings.env import REDACT_KINDS, redact_kinds
+from bridge.settings.privacy import REDACT_KINDS, redact_kinds
 from bridge.settings.values import ConfigError
 from tests.call_events import wait_until
 

@@ -19,7 +19,8 @@ from bridge.calls.events import EventHub
 from bridge.records.erasure import Eraser, delete_older_than
 from bridge.records.store import MIGRATIONS_DIR, CallStore
 from bridge.records.tables import calls, erasures, segments
-from bridge.settings.env import DEFAULT_RETENTION_DAYS, ConfigError, Settings
+from bridge.settings.env import ConfigError, Settings
+from bridge.settings.privacy import DEFAULT_RETENTION_DAYS
 from tests.call_events import T0, agent_sid_of, call_events, wait_until
 from tests.records.test_store import db_url  # noqa: F401 - the fixture: one run per database
 
