@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import requests
 
 from bridge.calls.events import (
     AgentAnswered,
@@ -75,3 +80,30 @@ def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+def follow(
+    url: str,
+    headers: dict[str, str],
+    into: list[tuple[str, Any]],
+    opened: threading.Event,
+    timeout: float = 60.0,
+) -> None:
+    """Read a call's server-sent event stream (what the console shows) into ``into`` as
+    (event, data) pairs until the stream ends; ``opened`` is set once it answered 200."""
+    with requests.get(url, headers=headers, stream=True, timeout=timeout) as response:
+        assert response.status_code == 200
+        opened.set()
+        name = ""
+        for raw in response.iter_lines(decode_unicode=True):
+            line = raw if isinstance(raw, str) else raw.decode()
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                into.append((name, json.loads(line.removeprefix("data: "))))
+
+
+def segments_from_both(events: list[tuple[str, Any]]) -> bool:
+    """Both parties have spoken and a pause closed an utterance of each: a segment each way."""
+    spoke = {data.get("direction") for name, data in list(events) if name == "segment"}
+    return spoke >= {"caller_to_agent", "agent_to_caller"}

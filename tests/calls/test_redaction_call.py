@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from tests.bridge_process import OPENAI_KEY
-from tests.call_events import wait_until
+from tests.call_events import follow, segments_from_both, wait_until
 from tests.call_helpers import (
     BRIDGE_NUMBER,
     CALLER_NUMBER,
@@ -70,20 +70,6 @@ def redaction_stack(tmp_path: Path) -> Iterator[Stack]:
         yield stack
 
 
-def follow(url: str, into: list[tuple[str, Any]], opened: threading.Event) -> None:
-    """Read a call's event stream (what the console shows) until it ends."""
-    with requests.get(url, headers=AUTH, stream=True, timeout=60) as response:
-        assert response.status_code == 200
-        opened.set()
-        name = ""
-        for raw in response.iter_lines(decode_unicode=True):
-            line = raw if isinstance(raw, str) else raw.decode()
-            if line.startswith("event: "):
-                name = line.removeprefix("event: ")
-            elif line.startswith("data: "):
-                into.append((name, json.loads(line.removeprefix("data: "))))
-
-
 def leaks_in(text: str) -> list[str]:
     return [leak for leak in LEAKS if leak in text.lower()]
 
@@ -98,17 +84,13 @@ def test_a_card_number_split_across_fragments_is_masked_everywhere(redaction_sta
     events: list[tuple[str, Any]] = []
     opened = threading.Event()
     follower = threading.Thread(
-        target=follow, args=(f"{api}/{caller.sid}/events", events, opened), daemon=True
+        target=follow, args=(f"{api}/{caller.sid}/events", AUTH, events, opened, 60.0), daemon=True
     )
     follower.start()
     assert opened.wait(10)
 
-    def segments_from_both() -> bool:
-        spoke = {data.get("direction") for name, data in list(events) if name == "segment"}
-        return spoke >= {"caller_to_agent", "agent_to_caller"}
-
     caller_speech_s = len(load_wav(CALLER_ES_8K_MULAW)[2]) / 8000
-    assert wait_until(segments_from_both, LEAD_IN_S + caller_speech_s + 30), events
+    assert wait_until(lambda: segments_from_both(events), LEAD_IN_S + caller_speech_s + 30), events
     caller.hangup()
     wait_call_over(bridge)
     follower.join(15)

@@ -28,7 +28,15 @@ from bridge.records.store import CallStore
 from bridge.web.events_stream import POLL_S
 from bridge.web.live import LiveCalls
 from tests.bridge_process import AGENT_NUMBER, OPENAI_KEY
-from tests.call_events import CALLER, T0, agent_sid_of, call_events, wait_until
+from tests.call_events import (
+    CALLER,
+    T0,
+    agent_sid_of,
+    call_events,
+    follow,
+    segments_from_both,
+    wait_until,
+)
 from tests.call_helpers import (
     BRIDGE_NUMBER,
     CALLER_NUMBER,
@@ -421,20 +429,6 @@ def records_stack(
         yield stack
 
 
-def follow(url: str, into: list[tuple[str, Any]], opened: threading.Event) -> None:
-    """Read an event stream until it ends (a console following a call)."""
-    with requests.get(url, headers=AUTH, stream=True, timeout=30) as response:
-        assert response.status_code == 200
-        opened.set()
-        name = ""
-        for raw in response.iter_lines(decode_unicode=True):
-            line = raw if isinstance(raw, str) else raw.decode()
-            if line.startswith("event: "):
-                name = line.removeprefix("event: ")
-            elif line.startswith("data: "):
-                into.append((name, json.loads(line.removeprefix("data: "))))
-
-
 @pytest.mark.slow
 def test_a_real_call_is_recorded_and_streamed(records_stack: Any) -> None:
     twilio, bridge = records_stack.twilio, records_stack.bridge
@@ -449,18 +443,14 @@ def test_a_real_call_is_recorded_and_streamed(records_stack: Any) -> None:
     events: list[tuple[str, Any]] = []
     opened = threading.Event()
     follower = threading.Thread(
-        target=follow, args=(f"{api}/{caller.sid}/events", events, opened), daemon=True
+        target=follow, args=(f"{api}/{caller.sid}/events", AUTH, events, opened, 30.0), daemon=True
     )
     follower.start()
     assert opened.wait(5)
 
-    def segments_from_both() -> bool:
-        spoke = {data.get("direction") for name, data in list(events) if name == "segment"}
-        return spoke >= {"caller_to_agent", "agent_to_caller"}
-
     # Both have spoken and a pause closed each one's utterance: the record has both directions.
     caller_speech_s = len(load_wav(CALLER_ES_8K_MULAW)[2]) / 8000
-    assert wait_until(segments_from_both, LEAD_IN_S + caller_speech_s + 20), events
+    assert wait_until(lambda: segments_from_both(events), LEAD_IN_S + caller_speech_s + 20), events
     caller.hangup()
     wait_call_over(bridge)
     follower.join(10)
